@@ -1,0 +1,105 @@
+"""Read contiguous time blocks of state channels from a store as one float32 array.
+
+A block read builds one Dask graph over every selected variable and computes it with the threaded
+scheduler, so the Zarr chunks of all variables are fetched and decompressed in parallel, once.
+"""
+
+from __future__ import annotations
+
+import dask
+import numpy as np
+import xarray as xr
+
+from earthcast.datasets.channels import ChannelManifest
+
+
+class CorruptChunkError(RuntimeError):
+    """A Zarr chunk could not be read or decoded."""
+
+
+class NaNInWindowError(ValueError):
+    """An unmasked NaN/Inf was found in data that a training window needs."""
+
+
+def state_arrays(ds: xr.Dataset, manifest: ChannelManifest) -> list[tuple[str, xr.DataArray]]:
+    """One lazily indexed (time, [channel], latitude, longitude) DataArray per store variable.
+
+    Channels of a variable are contiguous in the manifest, so concatenating the per-variable blocks in
+    this order reproduces the manifest's channel order.
+    """
+    out: list[tuple[str, xr.DataArray]] = []
+    for channel in manifest.state:
+        if out and out[-1][0] == channel.variable and channel.level is not None:
+            continue
+        da = ds[channel.variable]
+        if channel.level is not None:
+            levels = [c.level for c in manifest.state if c.variable == channel.variable]
+            da = da.sel(level=levels).transpose("time", "level", "latitude", "longitude")
+        else:
+            da = da.transpose("time", "latitude", "longitude").expand_dims("level", axis=1)
+        out.append((channel.variable, da))
+    return out
+
+
+def read_block(ds: xr.Dataset, manifest: ChannelManifest, start: int, stop: int, *, where: str) -> np.ndarray:
+    """State channels for store time indices ``[start, stop)``.
+
+    Returns:
+        (stop − start, C_state, H, W) float32 in physical units (NaN where the store has NaN).
+
+    Raises:
+        CorruptChunkError: a chunk is truncated or undecodable; names the variable and time range.
+    """
+    arrays = state_arrays(ds, manifest)
+    lazy = [da.isel(time=slice(start, stop)).data for _, da in arrays]
+    try:
+        blocks = dask.compute(*lazy, scheduler="threads")
+    except Exception:
+        blocks = [_read_one(ds, name, da, start, stop, where) for name, da in arrays]
+    return np.concatenate([np.asarray(b, dtype=np.float32) for b in blocks], axis=1)
+
+
+def _read_one(ds: xr.Dataset, name: str, da: xr.DataArray, start: int, stop: int, where: str) -> np.ndarray:
+    try:
+        return np.asarray(da.isel(time=slice(start, stop)).values)
+    except Exception as err:
+        times = ds["time"].values
+        t0, t1 = str(times[start])[:19], str(times[min(stop, times.size) - 1])[:19]
+        raise CorruptChunkError(
+            f"Reading {name!r} for {t0} … {t1} from {where} failed ({type(err).__name__}: {err}). "
+            "A chunk of that variable is truncated or corrupt: re-download or re-write that time range of the store."
+        ) from err
+
+
+def check_finite(
+    block: np.ndarray,
+    mask: np.ndarray | None,
+    manifest: ChannelManifest,
+    times: np.ndarray,
+    *,
+    where: str,
+) -> None:
+    """Raise :class:`NaNInWindowError` for a NaN/Inf outside the mask.
+
+    Args:
+        block: (T, C, H, W) state values.
+        mask: (H, W) bool, True where values are valid (ocean), or None when nothing is masked.
+        times: (T,) datetime64 of the block's time steps.
+    """
+    bad = ~np.isfinite(block)
+    if mask is not None:
+        bad &= mask[None, None]
+    if not bad.any():
+        return
+    t, c, i, j = (int(x[0]) for x in np.nonzero(bad))
+    lat, lon = manifest.latitude[i], manifest.longitude[j]
+    hint = (
+        "Set data.masked=true to treat NaN points that are NaN at every time (land, ice) as masked"
+        if mask is None
+        else "These points are not NaN everywhere, so they are not land"
+    )
+    raise NaNInWindowError(
+        f"Non-finite value in {manifest.state[c].name!r} at {str(times[t])[:19]}, latitude {lat:.4g}, longitude "
+        f"{lon:.4g} in {where}, inside a training window. {hint}; otherwise exclude this date from the split or "
+        "repair the store."
+    )
