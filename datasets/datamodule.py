@@ -166,7 +166,10 @@ class WB2DataModule(L.LightningDataModule):
         h, w = self.manifest.grid_shape
         bytes_per_step = 4 * h * w * len(self.manifest.state)
         block = self.hparams["block_steps"] or default_block_steps(
-            chunk, self.spec.length * self.k, bytes_per_step
+            chunk,
+            int(starts[-1] - starts[0]) + 1 if len(starts) else 1,
+            self.spec.length * self.k,
+            bytes_per_step,
         )
         trainer = self.trainer
         return WindowStream(

@@ -76,6 +76,7 @@ def decode_level_suffixes(ds: xr.Dataset) -> xr.Dataset:
     if not groups:
         return ds
     out = ds.drop_vars([name for members in groups.values() for _, name in members])
+    decoded = []
     for base, members in groups.items():
         levels = np.array([level for level, _ in members], dtype=np.int64)
         stacked = xr.concat([ds[name] for _, name in members], dim=xr.Variable("level", levels))
@@ -83,8 +84,9 @@ def decode_level_suffixes(ds: xr.Dataset) -> xr.Dataset:
         if base in out.data_vars:
             stacked = xr.concat([out[base], stacked], dim="level").sortby("level")
             out = out.drop_vars(base)
-        out[base] = stacked
-    return out
+        decoded.append(stacked.rename(base))
+    # An outer join on level keeps every level; variables lacking one of them are NaN there.
+    return xr.merge([out, *decoded], join="outer", combine_attrs="override", compat="no_conflicts")
 
 
 def make_latitude_increasing(ds: xr.Dataset) -> xr.Dataset:

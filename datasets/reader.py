@@ -6,6 +6,8 @@ scheduler, so the Zarr chunks of all variables are fetched and decompressed in p
 
 from __future__ import annotations
 
+import itertools
+
 import dask
 import numpy as np
 import xarray as xr
@@ -60,15 +62,32 @@ def read_block(ds: xr.Dataset, manifest: ChannelManifest, start: int, stop: int,
 
 
 def _read_one(ds: xr.Dataset, name: str, da: xr.DataArray, start: int, stop: int, where: str) -> np.ndarray:
+    """Read one variable; on failure, find the first unreadable time chunk and name its time range."""
     try:
         return np.asarray(da.isel(time=slice(start, stop)).values)
     except Exception as err:
         times = ds["time"].values
-        t0, t1 = str(times[start])[:19], str(times[min(stop, times.size) - 1])[:19]
+        lo, hi = _first_bad_chunk(da, start, stop)
         raise CorruptChunkError(
-            f"Reading {name!r} for {t0} … {t1} from {where} failed ({type(err).__name__}: {err}). "
-            "A chunk of that variable is truncated or corrupt: re-download or re-write that time range of the store."
+            f"Reading {name!r} for {str(times[lo])[:19]} … {str(times[hi - 1])[:19]} from {where} failed "
+            f"({type(err).__name__}: {err}). A chunk of that variable is truncated or corrupt: re-download or "
+            "re-write that time range of the store."
         ) from err
+
+
+def _first_bad_chunk(da: xr.DataArray, start: int, stop: int) -> tuple[int, int]:
+    """Time-index range [lo, hi) of the first chunk in [start, stop) that cannot be read."""
+    sizes = da.chunks[da.dims.index("time")] if da.chunks else (da.sizes["time"],)
+    bounds = np.concatenate([[0], np.cumsum(sizes)])
+    for lo, hi in itertools.pairwise(bounds):
+        lo, hi = max(int(lo), start), min(int(hi), stop)
+        if lo >= hi:
+            continue
+        try:
+            da.isel(time=slice(lo, hi)).load()
+        except Exception:
+            return lo, hi
+    return start, stop
 
 
 def check_finite(

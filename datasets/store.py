@@ -49,4 +49,12 @@ def open_store(
             f"Could not open {target!r} as a Zarr store ({type(err).__name__}: {err}). "
             "WB2 stores are Zarr directories (v2 or v3); for gs:// or s3:// install `earthcast[cloud]`."
         ) from err
-    return normalize_dataset(ds)
+    ds = normalize_dataset(ds)
+    missing = [d for d in ("latitude", "longitude") if d not in ds.dims]
+    if missing:
+        raise ValueError(
+            f"{target!r} has no {' or '.join(missing)} dimension (dimensions: {sorted(map(str, ds.dims))}); "
+            "earthcast reads gridded WB2-layout stores. Rename the horizontal dimensions to latitude/longitude "
+            "(lat/lon are accepted) or regrid the data."
+        )
+    return ds

@@ -206,12 +206,20 @@ class EpochLoader(DataLoader):
 
 
 def default_block_steps(
-    time_chunk: int, span: int, bytes_per_step: int, budget_bytes: int = 128 * 2**20
+    time_chunk: int, n_steps: int, span: int, bytes_per_step: int, budget_bytes: int = 256 * 2**20
 ) -> int:
-    """A block length in store steps: whole time chunks, as many as fit in ``budget_bytes`` of memory.
+    """A block length in store steps: a whole number of time chunks.
 
-    The tail of each block re-reads at most one chunk (windows that straddle into the next block), so a
-    block of 8 or more chunks keeps the bytes read per epoch within ~1.125x the store size.
+    Aim for 8 or more chunks per block (the tail of a block re-reads at most one chunk for windows that
+    straddle into the next block, so 8 chunks keep the bytes read per epoch within ~1.125x the store size)
+    and for at least 8 blocks per split (parallel workers and a well-mixed shuffle), within ``budget_bytes``
+    of memory per block.
+
+    Args:
+        time_chunk: the store's chunk length along time; n_steps: time steps in the split;
+        span: time steps one window covers; bytes_per_step: float32 bytes of all state channels per step.
     """
-    n_chunks = max(1, budget_bytes // max(1, time_chunk * bytes_per_step))
+    total_chunks = math.ceil(n_steps / time_chunk)
+    fit = max(1, budget_bytes // max(1, time_chunk * bytes_per_step))
+    n_chunks = min(fit, max(8, math.ceil(total_chunks / 8)))
     return int(max(n_chunks * time_chunk, math.ceil(2 * span / time_chunk) * time_chunk))

@@ -8,17 +8,29 @@ stays fast and never imports JAX.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("earthcast.commands.data", "make the embedded demo data, inspect stores, compute statistics"),
+    "score": (
+        "earthcast.commands.score",
+        "score a by-init forecast store against truth with WB2 metrics (netCDF results)",
+    ),
+    "climatology": (
+        "earthcast.commands.climatology",
+        "build a WB2 hour x dayofyear climatology from a truth store",
+    ),
     "plot": (
         "earthcast.commands.plot",
         "PNG maps, skill curves, spectra, global-mean series and scorecards (offline coastlines)",
     ),
 }
 """Sub-command name -> (module with ``main(argv) -> int``, one-line help)."""
+
+USER_ERRORS = (KeyError, ValueError, FileNotFoundError, FileExistsError, RuntimeError, ImportError)
+"""Errors whose messages name the problem and the fix: shown without a traceback."""
 
 LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
@@ -44,7 +56,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"earthcast: unknown command {name!r}.\n\n{_usage()}", file=sys.stderr)
         return 2
     module = importlib.import_module(COMMANDS[name][0])
-    return int(module.main(rest) or 0)
+    try:
+        return int(module.main(rest) or 0)
+    except USER_ERRORS as err:
+        if os.environ.get("EARTHCAST_DEBUG"):
+            raise
+        message = err.args[0] if err.args else repr(err)
+        print(
+            f"earthcast {name}: error: {message}\n(set EARTHCAST_DEBUG=1 for the traceback)", file=sys.stderr
+        )
+        return 2
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import torch
 from kernel_cases import grads_of, make_ssd_inputs, rel_err
 
 from earthcast.kernels import ssd_chunked, ssd_naive
-from earthcast.kernels.ssd_reference import segsum
+from earthcast.kernels.ssd_reference import pass_states, segsum
 
 
 def test_naive_recurrence_matches_hand_computation() -> None:
@@ -36,6 +36,33 @@ def test_segsum_is_stable_and_exact() -> None:
         for j in (0, 5, 39):
             want = a[:, j + 1 : i + 1].sum(-1) if i >= j else torch.full((3,), -math.inf, dtype=torch.float64)
             torch.testing.assert_close(out[:, i, j], want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("nchunks", [1, 2, 3, 7, 13, 30])
+@pytest.mark.parametrize("with_init", [True, False])
+def test_two_level_state_passing_matches_a_loop(nchunks, with_init) -> None:
+    """pass_states (blocked, loop-free) equals S̄_{c+1} = exp(a_c)·S̄_c + S_c stepped in float64."""
+    states = torch.randn(2, nchunks, 3, 4, 5, dtype=torch.float64)
+    decay = -torch.rand(2, nchunks, 3, dtype=torch.float64) * 3
+    init = torch.randn(2, 3, 4, 5, dtype=torch.float64) if with_init else None
+    entering, final = pass_states(states, decay, init)
+    run = init.clone() if with_init else torch.zeros(2, 3, 4, 5, dtype=torch.float64)
+    for c in range(nchunks):
+        torch.testing.assert_close(entering[:, c], run, rtol=1e-12, atol=1e-12)
+        run = torch.exp(decay[:, c])[..., None, None] * run + states[:, c]
+    torch.testing.assert_close(final, run, rtol=1e-12, atol=1e-12)
+
+
+def test_references_ignore_autocast() -> None:
+    """Under CPU bf16 autocast the references still compute in float32 (same result as without autocast)."""
+    inp = make_ssd_inputs(1, 40, 2, 8, 1, 8, with_init=False)
+    args = [inp[k].detach() for k in ("x", "dt", "A", "B", "C")]
+    plain = ssd_chunked(*args, chunk_size=16), ssd_naive(*args)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under = ssd_chunked(*args, chunk_size=16), ssd_naive(*args)
+    for a, b in zip(under, plain):
+        assert a.dtype == torch.float32
+        assert rel_err(a, b) <= 1e-6
 
 
 CASES = [

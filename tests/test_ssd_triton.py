@@ -99,6 +99,27 @@ def test_ssd_scan_triton_path_without_final_state_matches_chunked() -> None:
         assert rel_err(g_tri[name], grad) <= 1e-5, name
 
 
+def test_half_precision_storage_in_kernels() -> None:
+    """fp16 operands go straight into the kernels (as bf16 does on CUDA): fp32 accumulation, fp16 outputs/grads."""
+    inp = make_ssd_inputs(1, 50, 2, 16, 1, 16, dtype=torch.float16)
+    ref = {k: v.detach().double().requires_grad_() for k, v in inp.items()}
+    names = ("x", "dt", "A", "B", "C")
+    kw = ("D", "z", "dt_bias", "initial_states")
+    y, f = ssd_triton(
+        *[inp[k] for k in names], **{k: inp[k] for k in kw}, chunk_size=16, return_final_states=True
+    )
+    y_ref, f_ref = ssd_chunked(
+        *[ref[k] for k in names], **{k: ref[k] for k in kw}, chunk_size=16, return_final_states=True
+    )
+    assert y.dtype == torch.float16 and f.dtype == torch.float32
+    assert rel_err(y, y_ref) <= 2e-3 and rel_err(f, f_ref) <= 1e-5
+    w = (torch.randn_like(y_ref), torch.randn_like(f_ref))
+    g_tri, g_ref = grads_of((y, f), w, inp), grads_of((y_ref, f_ref), w, ref)
+    for name, grad in g_ref.items():
+        assert g_tri[name].dtype == torch.float16, name
+        assert rel_err(g_tri[name], grad) <= 2e-3, name
+
+
 def test_bf16_on_interpreter_is_upcast_with_warning() -> None:
     inp = make_ssd_inputs(1, 20, 2, 8, 1, 8, with_init=False, with_z=False)
     args = [inp[k].detach().bfloat16() for k in ("x", "dt", "A", "B", "C")]

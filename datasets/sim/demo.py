@@ -54,7 +54,9 @@ def _config(kind: str, seed: int, spinup_days: int | None) -> HeldSuarezConfig |
     elif kind == "ocean":
         config = QGOceanConfig(seed=seed)
     else:
-        raise ValueError(f"Unknown demo kind {kind!r}; use 'atmosphere' (Held-Suarez) or 'ocean' (two-layer QG).")
+        raise ValueError(
+            f"Unknown demo kind {kind!r}; use 'atmosphere' (Held-Suarez) or 'ocean' (two-layer QG)."
+        )
     return config if spinup_days is None else replace(config, spinup_days=spinup_days)
 
 

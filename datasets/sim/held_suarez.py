@@ -10,9 +10,9 @@ Output, computed inside the compiled scan so that only target-grid fields leave 
   functions at the target latitudes, Fourier series at the target longitudes). For a T21 field this is the
   exact value of the model's own representation, not an approximation; winds come from vorticity and
   divergence through the streamfunction and velocity potential;
-* vertical: per target column, linear interpolation in ln(p) between sigma-level centres (p = σ·pₛ), with
-  linear extrapolation if a target level lies outside the column's centres; geopotential on sigma levels is
-  the model's own hydrostatic integral of temperature.
+* vertical: per target column, T, u and v are linear in ln(p) between sigma-level centres (p = σ·pₛ), with
+  linear extrapolation if a target level lies outside the column's centres; geopotential is integrated
+  hydrostatically (trapezoid in ln p, as the model itself does) from the model's value at the centre below.
 
 JAX and dinosaur are imported only when a :class:`HeldSuarezModel` is built.
 """
@@ -125,6 +125,32 @@ def _interp_in_log_sigma(jnp: Any, field: Any, log_sigma: np.ndarray, target: An
     f0 = jnp.take_along_axis(field, upper - 1, axis=0)
     f1 = jnp.take_along_axis(field, upper, axis=0)
     return f0 + (target - x0) / (x1 - x0) * (f1 - f0)
+
+
+def _hydrostatic_geopotential(
+    jnp: Any, geopotential: Any, temperature: Any, log_sigma: np.ndarray, target: Any, gas_constant: float
+) -> Any:
+    """Geopotential at ``target`` by integrating dΦ = −R T d ln p up from the centre just below it.
+
+    T is taken linear in ln σ between centres, so Φ is the trapezoid rule of the model's own hydrostatic
+    discretisation (dinosaur integrates centre to centre with the trapezoid rule in ln σ): the result is
+    exact for the model's layers, with no interpolation error in Φ itself.
+
+    Args:
+        geopotential: (K, X, Y) Φ at the sigma-level centres.
+        temperature: (K, X, Y) T at the centres (same nondimensional units as ``gas_constant``).
+        log_sigma: (K,) ascending ln σ of the centres.
+        target: (P, X, Y) ln σ of the target pressures in each column.
+        gas_constant: R in the model's units.
+
+    Returns:
+        (P, X, Y) geopotential.
+    """
+    below = jnp.clip(jnp.searchsorted(log_sigma, target), 1, log_sigma.size - 1)
+    phi_below = jnp.take_along_axis(geopotential, below, axis=0)
+    t_below = jnp.take_along_axis(temperature, below, axis=0)
+    t_target = _interp_in_log_sigma(jnp, temperature, log_sigma, target)
+    return phi_below + gas_constant * (jnp.asarray(log_sigma)[below] - target) * (t_below + t_target) / 2
 
 
 class HeldSuarezModel:
@@ -248,16 +274,17 @@ class HeldSuarezModel:
         p_target = np.asarray(cfg.pressure_levels_hpa, dtype=np.float64) * 100.0 / s["pressure"]
         log_sigma_target = jnp.log(p_target[:, None, None] / surface_pressure)
         log_sigma = np.log(np.asarray(self.coords.vertical.centers, dtype=np.float64))
-        columns = {
-            "geopotential": (geopotential, s["geopotential"]),
-            "temperature": (temperature, s["temperature"]),
-            "u_component_of_wind": (u, s["velocity"]),
-            "v_component_of_wind": (v, s["velocity"]),
+        on_levels = {
+            "geopotential": _hydrostatic_geopotential(
+                jnp, geopotential, temperature, log_sigma, log_sigma_target, self.specs.R
+            )
+            * s["geopotential"],
+            "temperature": _interp_in_log_sigma(jnp, temperature, log_sigma, log_sigma_target)
+            * s["temperature"],
+            "u_component_of_wind": _interp_in_log_sigma(jnp, u, log_sigma, log_sigma_target) * s["velocity"],
+            "v_component_of_wind": _interp_in_log_sigma(jnp, v, log_sigma, log_sigma_target) * s["velocity"],
         }
-        out = {
-            name: jnp.swapaxes(_interp_in_log_sigma(jnp, f, log_sigma, log_sigma_target) * scale, -1, -2)
-            for name, (f, scale) in columns.items()
-        }
+        out = {name: jnp.swapaxes(field, -1, -2) for name, field in on_levels.items()}
         out["surface_pressure"] = jnp.swapaxes(surface_pressure[0] * s["pressure"], -1, -2)
         return {k: x.astype(jnp.float32) for k, x in out.items()}
 
@@ -335,7 +362,8 @@ class HeldSuarezModel:
             ),
             "spinup_days": int(cfg.spinup_days),
             "regridding": (
-                "exact spectral evaluation at the target points; sigma->pressure linear in ln(p) per column"
+                "exact spectral evaluation at the target points; sigma->pressure linear in ln(p) per column "
+                "(geopotential integrated hydrostatically from the sigma level below)"
             ),
             "calendar_note": f"fake calendar: first output at {cfg.start_time}, {cfg.output_hours}-hourly",
             "generator_version": GENERATOR_VERSION,

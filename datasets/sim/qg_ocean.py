@@ -91,9 +91,13 @@ class QGOceanConfig:
                 "(in seconds); e.g. 3600 s for daily output."
             )
         if 86400 % self.time_step_seconds:
-            raise ValueError(f"time_step_seconds={self.time_step_seconds} must divide a day (86400 s), e.g. 3600.")
+            raise ValueError(
+                f"time_step_seconds={self.time_step_seconds} must divide a day (86400 s), e.g. 3600."
+            )
         if not 0.0 < abs(self.center_lat) < 80.0:
-            raise ValueError(f"center_lat={self.center_lat} must be off the equator and below 80°, e.g. 32.0.")
+            raise ValueError(
+                f"center_lat={self.center_lat} must be off the equator and below 80°, e.g. 32.0."
+            )
 
     @property
     def steps_per_output(self) -> int:
@@ -262,7 +266,9 @@ class QGOceanModel:
     def static_dataset(self) -> xr.Dataset:
         """The land-sea mask (1 inside the land patch, 0 elsewhere), without a time dimension."""
         mask = self._mask.astype(np.float32)
-        return xr.Dataset({"land_sea_mask": (("latitude", "longitude"), mask, _VARIABLE_ATTRS["land_sea_mask"])})
+        return xr.Dataset(
+            {"land_sea_mask": (("latitude", "longitude"), mask, _VARIABLE_ATTRS["land_sea_mask"])}
+        )
 
     def attrs(self) -> dict[str, Any]:
         """Global attributes describing the model, forcing, grid and spin-up."""

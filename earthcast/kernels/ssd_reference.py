@@ -84,7 +84,30 @@ def ssd_naive(
     initial_states: Tensor | None = None,
     return_final_states: bool = False,
 ) -> Tensor | tuple[Tensor, Tensor]:
-    """The oracle: the SSD recurrence stepped one token at a time (O(L) Python steps; differentiable)."""
+    """The oracle: the SSD recurrence stepped one token at a time (O(L) Python steps; differentiable).
+
+    Autocast is disabled inside: the compute dtype is float32 (float64 for float64 inputs).
+    """
+    with torch.autocast(x.device.type, enabled=False):
+        return _naive_scan(
+            x, dt, A, B, C, D, z, dt_bias, dt_softplus, dt_limit, initial_states, return_final_states
+        )
+
+
+def _naive_scan(
+    x: Tensor,
+    dt: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None,
+    z: Tensor | None,
+    dt_bias: Tensor | None,
+    dt_softplus: bool,
+    dt_limit: tuple[float, float],
+    initial_states: Tensor | None,
+    return_final_states: bool,
+) -> Tensor | tuple[Tensor, Tensor]:
     b, L, h, p = x.shape
     g, n = B.shape[2], B.shape[3]
     ct = compute_dtype(x)
@@ -107,6 +130,33 @@ def ssd_naive(
     return (y, state) if return_final_states else y
 
 
+def pass_states(states: Tensor, chunk_decay: Tensor, init: Tensor | None) -> tuple[Tensor, Tensor]:
+    """Chunk-entry states S̄_c and the final state, from S̄_0 = init and S̄_{c+1} = exp(a_c)·S̄_c + S_c.
+
+    states: (b, c, h, p, n) per-chunk states S_c; chunk_decay: (b, c, h) log decays a_c ≤ 0; init (b, h, p, n).
+    Two levels, no Python loop: chunks are grouped in blocks of K ≈ (2c)^⅓; states pass within each block by
+    one segsum-weighted sum, then between blocks by another: O(c·K + (c/K)²) instead of O(c²).
+    Returns (S̄ (b, c, h, p, n), final (b, h, p, n)).
+    """
+    b, c, h, p, n = states.shape
+    K = max(1, round((2 * c) ** (1 / 3)))
+    m = -(-c // K)
+    pad = m * K - c  # padded chunks have a = 0 and S = 0, so they pass the state through unchanged
+    S = F.pad(states, (0, 0, 0, 0, 0, 0, 0, pad)).reshape(b, m, K, h, p, n)
+    a = F.pad(chunk_decay, (0, 0, 0, pad)).reshape(b, m, K, h).permute(0, 3, 1, 2)  # (b, h, m, K)
+    # within each block, from a zero entry state: local[:, j, k] = state entering chunk k of block j
+    seg = torch.exp(segsum(F.pad(a, (1, 0))))[..., 1:]  # (b, h, m, K+1, K); the zero entry column dropped
+    local = torch.einsum("bhmzk,bmkhpn->bmzhpn", seg, S)
+    # between blocks: the state entering each block (and, last, the final state)
+    block_in = torch.cat(
+        [init[:, None] if init is not None else S.new_zeros(b, 1, h, p, n), local[:, :, K]], 1
+    )
+    entry = torch.einsum("bhzj,bjhpn->bzhpn", torch.exp(segsum(F.pad(a.sum(-1), (1, 0)))), block_in)
+    within = torch.exp(torch.cumsum(a, -1) - a).permute(0, 2, 3, 1)  # (b, m, K, h): decay from block start
+    states_in = local[:, :, :K] + within[..., None, None] * entry[:, :m, None]
+    return states_in.reshape(b, m * K, h, p, n)[:, :c], entry[:, m]
+
+
 def ssd_chunked(
     x: Tensor,
     dt: Tensor,
@@ -125,7 +175,9 @@ def ssd_chunked(
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Chunked SSD (the four-step algorithm of the Mamba2 paper) with B/C groups; any L via zero padding.
 
-    Padded steps get Δ = 0, so they neither decay nor inject into the state and the final state is exact.
+    Works chunk-major, (b, c, g, r, Q, ·) with heads h = g·r, so every step is a batched matmul or an
+    elementwise op. Padded steps get Δ = 0, so they neither decay nor inject and the final state is exact.
+    Autocast is disabled inside: the compute dtype is float32 (float64 for float64 inputs).
     """
     b, L, h, p = x.shape
     g, n = B.shape[2], B.shape[3]
@@ -133,38 +185,29 @@ def ssd_chunked(
     ct = compute_dtype(x)
     nc = max(1, -(-L // Q))
     pad = nc * Q - L
-    delta = prepare_dt(dt, dt_bias, dt_softplus, dt_limit, ct)
-    xc, Bc, Cc = x.to(ct), B.to(ct), C.to(ct)
-    if pad:
-        delta = F.pad(delta, (0, 0, 0, pad))
-        xc = F.pad(xc, (0, 0, 0, 0, 0, pad))
-        Bc = F.pad(Bc, (0, 0, 0, 0, 0, pad))
-        Cc = F.pad(Cc, (0, 0, 0, 0, 0, pad))
-    xc = xc.reshape(b, nc, Q, g, r, p)
-    Bc = Bc.reshape(b, nc, Q, g, n)
-    Cc = Cc.reshape(b, nc, Q, g, n)
-    delta = delta.reshape(b, nc, Q, g, r)
-    xdt = xc * delta[..., None]  # (b, c, Q, g, r, p)
-    dA = (delta * A.to(ct).reshape(g, r)).permute(0, 3, 4, 1, 2)  # (b, g, r, c, Q)
-    cs = torch.cumsum(dA, dim=-1)
+    with torch.autocast(x.device.type, enabled=False):
+        delta = prepare_dt(dt, dt_bias, dt_softplus, dt_limit, ct)
+        delta = F.pad(delta, (0, 0, 0, pad)).reshape(b, nc, Q, g, r).permute(0, 1, 3, 4, 2)  # (b, c, g, r, Q)
+        xc = F.pad(x.to(ct), (0, 0, 0, 0, 0, pad)).reshape(b, nc, Q, g, r, p).permute(0, 1, 3, 4, 2, 5)
+        Bc = (
+            F.pad(B.to(ct), (0, 0, 0, 0, 0, pad)).reshape(b, nc, Q, g, n).permute(0, 1, 3, 2, 4)
+        )  # (b, c, g, Q, n)
+        Cc = F.pad(C.to(ct), (0, 0, 0, 0, 0, pad)).reshape(b, nc, Q, g, n).permute(0, 1, 3, 2, 4)
+        xdt = xc * delta[..., None]  # (b, c, g, r, Q, p)
+        dA = delta * A.to(ct).reshape(g, r, 1)
+        cs = torch.cumsum(dA, dim=-1)  # (b, c, g, r, Q)
 
-    # 1. intra-chunk (diagonal blocks): y_t += Σ_{s≤t} (C_t·B_s)·exp(cs_t − cs_s)·Δ_s·x_s
-    Lmask = torch.exp(segsum(dA))  # (b, g, r, c, Q, Q)
-    y_diag = torch.einsum("bclgn,bcsgn,bgrcls,bcsgrp->bclgrp", Cc, Bc, Lmask, xdt)
-    # 2. per-chunk states: S_c = Σ_s exp(cs_end − cs_s)·Δ_s·x_s·B_sᵀ
-    decay_states = torch.exp(cs[..., -1:] - cs)
-    states = torch.einsum("bcsgn,bgrcs,bcsgrp->bcgrpn", Bc, decay_states, xdt)
-    # 3. state passing across chunks (the state entering each chunk, plus the final state)
-    if initial_states is None:
-        init = states.new_zeros(b, 1, g, r, p, n)
-    else:
-        init = initial_states.to(ct).reshape(b, 1, g, r, p, n)
-    states = torch.cat([init, states], dim=1)  # (b, c+1, g, r, p, n)
-    decay_chunk = torch.exp(segsum(F.pad(cs[..., -1], (1, 0))))  # (b, g, r, c+1, c+1)
-    passed = torch.einsum("bgrzc,bcgrpn->bzgrpn", decay_chunk, states)
-    states_in, final = passed[:, :-1], passed[:, -1]
-    # 4. state -> output: y_t += exp(cs_t)·C_tᵀ·S̄_c
-    y_off = torch.einsum("bclgn,bcgrpn,bgrcl->bclgrp", Cc, states_in, torch.exp(cs))
-    y = (y_diag + y_off).reshape(b, nc * Q, h, p)[:, :L]
-    y = apply_skip_and_gate(y, x, D, z).to(x.dtype)
-    return (y, final.reshape(b, h, p, n)) if return_final_states else y
+        # 1. intra-chunk (diagonal blocks): y_t += Σ_{s≤t} (C_t·B_s)·exp(cs_t − cs_s)·Δ_s·x_s
+        cb = (Cc @ Bc.transpose(-1, -2))[:, :, :, None]  # (b, c, g, 1, Q, Q)
+        y = (cb * torch.exp(segsum(dA))) @ xdt  # (b, c, g, r, Q, p)
+        # 2. per-chunk states: S_c = Σ_s exp(cs_end − cs_s)·Δ_s·x_s·B_sᵀ -> (b, c, g, r, p, n)
+        states = (xdt * torch.exp(cs[..., -1:] - cs)[..., None]).transpose(-1, -2) @ Bc[:, :, :, None]
+        # 3. state passing across chunks (the state entering each chunk, plus the final state)
+        init = initial_states.to(ct) if initial_states is not None else None
+        states_in, final = pass_states(states.reshape(b, nc, h, p, n), cs[..., -1].reshape(b, nc, h), init)
+        # 4. state -> output: y_t += exp(cs_t)·C_tᵀ·S̄_c
+        c_s = Cc[:, :, :, None] @ states_in.reshape(b, nc, g, r, p, n).transpose(-1, -2)  # (b, c, g, r, Q, p)
+        y = y + c_s * torch.exp(cs)[..., None]
+        y = y.permute(0, 1, 4, 2, 3, 5).reshape(b, nc * Q, h, p)[:, :L]
+        y = apply_skip_and_gate(y, x, D, z).to(x.dtype)
+    return (y, final) if return_final_states else y

@@ -106,12 +106,7 @@ class _Blocks:
         g = _Gather(_canonical(self.a.truth[name], ("time",)), positions)
         return (g.rows, g.inverse)
 
-    def clim(self, name: str, positions: np.ndarray) -> tuple:
-        da = (
-            climatology_variable(self.a.climatology, name)
-            if "_seeps_" not in name
-            else self.a.climatology[name]
-        )
+    def clim(self, da: xr.DataArray, positions: np.ndarray) -> tuple:
         arr = _canonical(da, ("hour", "dayofyear"))
         arr = arr.reshape((arr.shape[0] * arr.shape[1], *arr.shape[2:]))
         g = _Gather(arr, positions)

@@ -1,0 +1,280 @@
+"""One prepared GPU check (<= 8 minutes on an H200): kernel correctness, SSD timings and a backbone train step.
+
+1. Correctness on CUDA: the Triton SSD (fp32 with exact "ieee" dots, fp32 with the default TF32 dots, bf16)
+   and the Triton gated RMSNorm (fp32, bf16) against float64 PyTorch references: outputs and all gradients.
+2. Timing, bf16, forward + backward, L = 1k … 64k: Triton SSD vs the PyTorch chunked SSD vs causal SDPA
+   (flash) with the same heads and head dim; time (median of CUDA-event timings) and peak memory.
+3. One training step (bf16 autocast, AdamW) of ``earthcast.models.backbone.Backbone``, Triton vs reference.
+
+Run from the repository root as ``bash benchmarks/gpu_check.sh``. Prints ``BAR`` lines at the end.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+BUDGET_S = float(os.environ.get("GPU_CHECK_BUDGET_S", "450"))
+START = time.monotonic()
+BARS: list[str] = []
+
+
+def ensure_earthcast_importable() -> None:
+    """Fall back to the pyproject package-dir mapping when earthcast is not installed (no pip needed)."""
+    try:
+        import earthcast.models.backbone  # noqa: F401
+
+        return
+    except ImportError:
+        pass
+    import importlib.util
+
+    import tomllib  # Python >= 3.11
+
+    sys.path.insert(0, str(ROOT))
+    mapping = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
+    for name, folder in sorted(mapping.items(), key=lambda kv: kv[0].count(".")):
+        if name in sys.modules:
+            continue
+        spec = importlib.util.spec_from_file_location(
+            name, ROOT / folder / "__init__.py", submodule_search_locations=[str(ROOT / folder)]
+        )
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+        parent, _, child = name.rpartition(".")
+        if parent:
+            setattr(sys.modules[parent], child, module)
+
+
+def bar(name: str, value: float, op: str, target: float) -> None:
+    ok = {">=": value >= target, "<=": value <= target, "==": value == target}[op]
+    BARS.append(f"BAR {name} {value:.3g} {op} {target:g} {'PASS' if ok else 'FAIL'}")
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.double(), b.double()
+    return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
+
+
+def over_budget() -> bool:
+    return time.monotonic() - START > BUDGET_S
+
+
+def ssd_inputs(b: int, L: int, h: int, p: int, g: int, n: int, dtype: torch.dtype, full: bool) -> dict:
+    gen = torch.Generator(device="cuda").manual_seed(0)
+
+    def rnd(*shape: int, scale: float = 1.0, shift: float = 0.0) -> torch.Tensor:
+        v = scale * torch.randn(*shape, device="cuda", generator=gen) + shift
+        return v.to(dtype).requires_grad_()
+
+    t = {
+        "x": rnd(b, L, h, p),
+        "dt": rnd(b, L, h),
+        "A": (-(0.5 + 3.5 * torch.rand(h, device="cuda", generator=gen))).to(dtype).requires_grad_(),
+        "B": rnd(b, L, g, n, scale=n**-0.5),
+        "C": rnd(b, L, g, n, scale=n**-0.5),
+    }
+    if full:
+        t.update(
+            D=rnd(h, p),
+            z=rnd(b, L, h, p),
+            dt_bias=rnd(h, scale=0.5, shift=-2.0),
+            initial_states=rnd(b, h, p, n),
+        )
+    return t
+
+
+def run_ssd(t: dict, backend: str, chunk: int = 64, final: bool = True) -> tuple[torch.Tensor, ...]:
+    from earthcast.kernels import ssd_scan
+
+    kw = {k: t[k] for k in ("D", "z", "dt_bias", "initial_states") if k in t}
+    out = ssd_scan(t["x"], t["dt"], t["A"], t["B"], t["C"], chunk_size=chunk, backend=backend,
+                   return_final_states=final and "initial_states" in t, **kw)  # fmt: skip
+    return out if isinstance(out, tuple) else (out,)
+
+
+def check(name: str, err: float, tol: float, failures: list[str]) -> None:
+    ok = err <= tol and math.isfinite(err)
+    print(f"CHECK {name:<44} rel_err {err:.2e} <= {tol:.0e} {'PASS' if ok else 'FAIL'}")
+    if not ok:
+        failures.append(name)
+
+
+def correctness(failures: list[str]) -> None:
+    from earthcast.kernels import gated_rms_norm
+
+    cases = [("fp32-ieee", torch.float32, "ieee", 1e-4), ("fp32-tf32", torch.float32, "tf32", 1e-2)]
+    cases.append(("bf16", torch.bfloat16, "tf32", 3e-2))
+    for tag, dtype, prec, tol in cases:
+        os.environ["EARTHCAST_TRITON_DOT_PRECISION"] = prec
+        t = ssd_inputs(2, 1000, 8, 64, 2, 64, dtype, full=True)
+        ref_in = {k: v.detach().double().requires_grad_() for k, v in t.items()}
+        outs, refs = run_ssd(t, "triton"), run_ssd(ref_in, "reference")
+        ws = [torch.randn_like(r) for r in refs]
+        names = list(t)
+        g_tri = torch.autograd.grad(outs, [t[k] for k in names], [w.to(o.dtype) for o, w in zip(outs, ws)])
+        g_ref = torch.autograd.grad(list(refs), [ref_in[k] for k in names], ws)
+        check(f"ssd {tag} y", rel(outs[0], refs[0]), tol, failures)
+        check(f"ssd {tag} final_states", rel(outs[1], refs[1]), tol, failures)
+        for k, a, b in zip(names, g_tri, g_ref):
+            check(f"ssd {tag} d{k}", rel(a, b), tol, failures)
+    os.environ["EARTHCAST_TRITON_DOT_PRECISION"] = "tf32"
+    for dtype, tol in ((torch.float32, 1e-5), (torch.bfloat16, 1e-2)):
+        for nbg in (False, True):
+            x, z = (torch.randn(4096, 1024, device="cuda", dtype=dtype, requires_grad=True) for _ in range(2))
+            w = torch.randn(1024, device="cuda", dtype=dtype, requires_grad=True)
+            x64, z64, w64 = (v.detach().double().requires_grad_() for v in (x, z, w))
+            out = gated_rms_norm(x, w, z, group_size=256, norm_before_gate=nbg, backend="triton")
+            ref = gated_rms_norm(x64, w64, z64, group_size=256, norm_before_gate=nbg, backend="reference")
+            go = torch.randn_like(ref)
+            grads = torch.autograd.grad(out, (x, w, z), go.to(dtype))
+            grads_ref = torch.autograd.grad(ref, (x64, w64, z64), go)
+            tag = f"rmsnorm {str(dtype)[6:]} norm_before_gate={nbg}"
+            check(f"{tag} out", rel(out, ref), tol, failures)
+            for k, a, b in zip("xwz", grads, grads_ref):
+                check(f"{tag} d{k}", rel(a, b), tol if k != "w" else 10 * tol, failures)
+
+
+def cuda_time(fn: Callable[[], object], iters: int = 5) -> tuple[float, float]:
+    """(median ms, peak MiB above the starting allocation) of fn on the current stream."""
+    fn()
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    times = []
+    for _ in range(iters):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times), (torch.cuda.max_memory_allocated() - base) / 2**20
+
+
+def time_length(L: int, h: int, p: int, n: int, chunk: int) -> tuple[tuple[float, float], ...]:
+    """(ms, MiB) of bf16 fwd+bwd at length L for the Triton SSD, the PyTorch chunked SSD and causal SDPA."""
+    t = ssd_inputs(1, L, h, p, 1, n, torch.bfloat16, full=False)
+    gy = torch.randn(1, L, h, p, device="cuda", dtype=torch.bfloat16)
+    inputs = list(t.values())
+    q, k, v = (
+        torch.randn(1, h, L, p, device="cuda", dtype=torch.bfloat16, requires_grad=True) for _ in range(3)
+    )
+    go = gy.transpose(1, 2)
+
+    def triton_step() -> object:
+        return torch.autograd.grad(run_ssd(t, "triton", chunk, final=False)[0], inputs, gy)
+
+    def torch_step() -> object:
+        return torch.autograd.grad(run_ssd(t, "reference", chunk, final=False)[0], inputs, gy)
+
+    def sdpa_step() -> object:
+        return torch.autograd.grad(F.scaled_dot_product_attention(q, k, v, is_causal=True), (q, k, v), go)
+
+    return cuda_time(triton_step), cuda_time(torch_step, 3), cuda_time(sdpa_step)
+
+
+def timings() -> None:
+    h, p, n, chunk = 16, 64, 64, 64
+    print(
+        f"\nbf16 fwd+bwd, batch 1, heads {h}, headdim {p}, d_state {n}, ngroups 1, chunk {chunk}; SDPA causal"
+    )
+    print(f"{'L':>6} {'triton ms':>10} {'torch ms':>10} {'sdpa ms':>9} {'torch/tri':>9} {'sdpa/tri':>9} "
+          f"{'tri MiB':>8} {'torch MiB':>9} {'sdpa MiB':>8}")  # fmt: skip
+    vs_torch, vs_sdpa = [], []
+    for L in (1024, 2048, 4096, 8192, 16384, 32768, 65536):
+        if over_budget():
+            print(f"{L:>6} skipped: time budget of {BUDGET_S:.0f} s reached")
+            continue
+        tri, tor, sd = time_length(L, h, p, n, chunk)
+        torch.cuda.empty_cache()
+        vs_torch.append(tor[0] / tri[0])
+        if L >= 8192:
+            vs_sdpa.append(sd[0] / tri[0])
+        print(f"{L:>6} {tri[0]:>10.2f} {tor[0]:>10.2f} {sd[0]:>9.2f} {tor[0] / tri[0]:>8.1f}x {sd[0] / tri[0]:>8.2f}x "
+              f"{tri[1]:>8.0f} {tor[1]:>9.0f} {sd[1]:>8.0f}")  # fmt: skip
+    if vs_torch:
+        bar("gpu_triton_ssd_vs_torch_chunked_min_speedup", min(vs_torch), ">=", 3)
+    if vs_sdpa:
+        bar("gpu_triton_ssd_vs_sdpa_min_speedup_ge8k", min(vs_sdpa), ">=", 1)
+
+
+def time_backbone(backbone_cls: type, backend: str, settings: dict) -> tuple[float, float]:
+    """(ms, MiB) of one AdamW training step in bf16 autocast on a 2x8x256x256 field."""
+    model = backbone_cls(8, backend=backend, **settings).cuda()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    x = torch.randn(2, 8, 256, 256, device="cuda")
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = F.mse_loss(model(x).float(), x)
+        loss.backward()
+        opt.step()
+
+    return cuda_time(step)
+
+
+def backbone_step() -> None:
+    try:
+        from earthcast.models.backbone import Backbone
+    except ImportError as err:
+        print(f"\nbackbone step skipped: earthcast.models.backbone.Backbone is not importable ({err})")
+        return
+    settings = dict(width=512, pattern="AMF MF MF MF", patch_size=4, headdim=64, d_state=64, chunk_size=64)
+    print(f"\nbackbone train step: in/out 8 channels, field 2x8x256x256 -> 64x64 tokens, {settings}")
+    results = {}
+    for backend in ("triton", "reference"):
+        try:
+            results[backend] = time_backbone(Backbone, backend, settings)
+        except TypeError as err:
+            print(f"backbone step skipped: the Backbone constructor did not accept {settings}: {err}")
+            return
+        torch.cuda.empty_cache()
+        print(f"  {backend:>9}: {results[backend][0]:.1f} ms/step, peak {results[backend][1]:.0f} MiB")
+    bar("gpu_backbone_step_reference_over_triton", results["reference"][0] / results["triton"][0], ">=", 1)
+
+
+def main() -> None:
+    if not torch.cuda.is_available():
+        sys.exit("gpu_check: no CUDA device visible; run this on the GPU machine")
+    ensure_earthcast_importable()
+    import triton
+
+    from earthcast.kernels import select_backend
+
+    print(f"torch {torch.__version__}, triton {triton.__version__}, {torch.cuda.get_device_name()}")
+    print(f"backend for a CUDA tensor: {select_backend(torch.zeros(1, device='cuda'))}")
+    failures: list[str] = []
+    sections = [
+        ("correctness", lambda: correctness(failures)),
+        ("timings", timings),
+        ("backbone", backbone_step),
+    ]
+    for name, fn in sections:
+        t0 = time.monotonic()
+        try:
+            fn()
+        except Exception as err:  # one broken section must not hide the others' results
+            failures.append(f"{name} crashed")
+            print(f"\n{name} FAILED with {type(err).__name__}: {err}")
+        print(f"[{name}: {time.monotonic() - t0:.0f} s]")
+    if failures:
+        print("failed checks: " + ", ".join(failures))
+    bar("gpu_kernel_check_failures", len(failures), "==", 0)
+    print(f"\ntotal {time.monotonic() - START:.0f} s")
+    print("\n".join(BARS))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# One prepared GPU check for a lent H200 (<= 8 minutes): Triton SSD / gated RMSNorm correctness on CUDA,
+# bf16 fwd+bwd timings at L = 1k … 64k against the PyTorch chunked SSD and SDPA, and a backbone train step.
+# Run from the repository root:   bash benchmarks/gpu_check.sh
+# Needs torch (CUDA) and triton; earthcast itself need not be installed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# earthcast maps earthcast.models -> models/ etc. (setuptools package-dir), so plain PYTHONPATH is not enough.
+# An editable install without dependencies and without build isolation works offline; if it cannot run,
+# gpu_check.py loads the packages from the pyproject mapping itself.
+if ! python -c "import earthcast.models.backbone" >/dev/null 2>&1; then
+  pip install --quiet --no-deps --no-build-isolation -e . >/dev/null 2>&1 \
+    || echo "gpu_check: editable install failed; falling back to loading earthcast from the source tree"
+fi
+
+export PYTHONUNBUFFERED=1
+exec timeout 480 python benchmarks/gpu_check.py "$@"

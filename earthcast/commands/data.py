@@ -1,0 +1,99 @@
+"""``earthcast data``: make the embedded demo data, describe a store, compute its normalisation statistics."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from earthcast.grids import WB2_GRIDS, grid_mismatch
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from earthcast.datasets.sim.demo import ensure_demo_store
+
+    path = ensure_demo_store(
+        args.kind, years=args.years, seed=args.seed, force=args.force, cache_dir=args.cache_dir
+    )
+    print(path)
+    return 0
+
+
+def _grid_name(lat: np.ndarray, lon: np.ndarray) -> str:
+    for name, grid in WB2_GRIDS.items():
+        if grid_mismatch(lat, lon, grid.latitude, grid.longitude) is None:
+            return name
+    return f"regional/other ({lat.size}x{lon.size}, {lat.min():.3f}…{lat.max():.3f}°N, {lon.min():.3f}…{lon.max():.3f}°E)"
+
+
+def _info(args: argparse.Namespace) -> int:
+    from earthcast.datasets.store import open_store
+    from earthcast.datasets.windows import store_spacing
+
+    ds = open_store(args.store)
+    times = ds["time"].values if "time" in ds.dims else None
+    print(f"store     {args.store}")
+    print(f"grid      {_grid_name(ds['latitude'].values, ds['longitude'].values)}")
+    if times is not None:
+        spacing = store_spacing(times, where=args.store)
+        print(
+            f"time      {pd.Timestamp(times[0])} … {pd.Timestamp(times[-1])}, {times.size} steps every {spacing}"
+        )
+    if "level" in ds.coords:
+        print(f"levels    {[int(x) for x in ds['level'].values]}")
+    for name, da in ds.data_vars.items():
+        print(f"  {name:<36} {da.attrs.get('units', '?'):<14} {dict(da.sizes)}")
+    return 0
+
+
+def _stats(args: argparse.Namespace) -> int:
+    from earthcast.datasets.datamodule import WB2DataModule
+
+    variables = {name: None for name in args.variables} if args.variables else None
+    dm = WB2DataModule(args.store, variables or _all_variables(args.store), step=args.step, train=args.train)
+    stats = dm.stats
+    rows = zip(dm.manifest.names("state"), stats.state_mean, stats.state_std, stats.tendency_std)
+    table = {name: {"mean": m, "std": s, "tendency_std": t} for name, m, s, t in rows}
+    print(json.dumps(table, indent=1))
+    return 0
+
+
+def _all_variables(store: str) -> dict[str, None]:
+    from earthcast.datasets.store import open_store
+
+    ds = open_store(store)
+    return {str(name): None for name, da in ds.data_vars.items() if "time" in da.dims}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``earthcast data`` argument parser."""
+    parser = argparse.ArgumentParser(prog="earthcast data", description=__doc__)
+    sub = parser.add_subparsers(dest="action", required=True)
+    demo = sub.add_parser(
+        "demo", help="generate (first run) or locate (later runs) the embedded physics store"
+    )
+    demo.add_argument("--kind", choices=("atmosphere", "ocean"), default="atmosphere")
+    demo.add_argument("--years", type=float, default=3.0, help="simulated years after spin-up (default 3)")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--cache-dir", default=None, help="default: $EARTHCAST_CACHE_DIR or the user cache dir")
+    demo.add_argument("--force", action="store_true", help="regenerate even if cached")
+    demo.set_defaults(func=_demo)
+    info = sub.add_parser("info", help="describe a store as earthcast sees it after normalisation")
+    info.add_argument("store")
+    info.set_defaults(func=_info)
+    stats = sub.add_parser("stats", help="compute (or reuse cached) normalisation statistics")
+    stats.add_argument("store")
+    stats.add_argument("--variables", nargs="*", help="default: every time-dependent variable, all levels")
+    stats.add_argument("--step", default="6h")
+    stats.add_argument("--train", nargs=2, metavar=("START", "END"), default=None)
+    stats.set_defaults(func=_stats)
+    return parser
+
+
+def main(argv: Sequence[str]) -> int:
+    """Entry point of ``earthcast data``."""
+    args = build_parser().parse_args(list(argv))
+    return int(args.func(args))

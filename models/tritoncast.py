@@ -1,0 +1,210 @@
+"""TritonCast: a multigrid V-cycle with a hybrid Mamba2/attention latent dynamical core (arXiv 2505.19432).
+
+One step maps normalised fields at times t-(N-1)Δ … t to the normalised state at t+Δ:
+
+- inputs, folded into channels: the state at the N input times, the static fields, and the forcings at the
+  N input times plus the target time;
+- a stem conv to ``widths[0]`` channels, the :class:`~earthcast.models.vcycle.VCycle` (restriction with a
+  skip at every level, latent core at the coarsest level, gated nested-grid prolongation) and a 1×1 readout;
+- ``output="residual"``: x_{t+Δ} = x_t + (tendency_std / state_std) * readout (readout initialised to zero,
+  so an untrained model is persistence); ``output="direct"``: x_{t+Δ} = readout.
+
+Named sizes live in :data:`SIZES`; ablations (``"no_core"``, ``"no_skip"``, ``"flat"``) are options.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from earthcast.models.backbone import count_parameters
+from earthcast.models.geometry import POLE_FOLDS, PoleFold, SphereConv2d
+from earthcast.models.vcycle import VCycle, backbone_config
+
+OUTPUTS: tuple[str, ...] = ("residual", "direct")
+ABLATIONS: tuple[str, ...] = ("none", "no_core", "no_skip", "flat")
+
+
+@dataclass
+class TritonCastConfig:
+    """Structure of a TritonCast model (channel counts come from the data, see :class:`TritonCast`).
+
+    Attributes:
+        widths: channels per V-cycle level, finest first (``len(widths) - 1`` coarsenings by 2).
+        depth: residual sphere blocks per level on the restriction and on the prolongation path.
+        core: :class:`~earthcast.models.backbone.BackboneConfig` fields of the latent core (width, pattern,
+            heads, d_state, headdim, backend, …).
+        output: ``"residual"`` (tendency-scaled increment) or ``"direct"`` (full next state).
+        ablation: ``"none"``, ``"no_core"``, ``"no_skip"`` or ``"flat"``.
+        pole_fold: ``"half"`` for grids without pole rows (64x32), ``"whole"`` with pole rows (240x121).
+        core_halo: folded/wrapped halo around the latent grid for the core's depthwise convolutions.
+    """
+
+    widths: tuple[int, ...] = (32, 64, 128)
+    depth: int = 1
+    core: dict[str, Any] = field(default_factory=dict)
+    output: str = "residual"
+    ablation: str = "none"
+    pole_fold: str = "half"
+    core_halo: int = 1
+
+    def __post_init__(self) -> None:
+        self.widths = tuple(int(w) for w in self.widths)
+        if self.output not in OUTPUTS:
+            raise ValueError(f"unknown output {self.output!r}; choose one of {', '.join(OUTPUTS)}")
+        if self.ablation not in ABLATIONS:
+            raise ValueError(f"unknown ablation {self.ablation!r}; choose one of {', '.join(ABLATIONS)}")
+        if self.pole_fold not in POLE_FOLDS:
+            raise ValueError(
+                f"unknown pole_fold {self.pole_fold!r}; use 'half' (grids without pole rows, e.g. 64x32) "
+                "or 'whole' (grids with pole rows, e.g. 240x121)"
+            )
+        if self.depth < 1:
+            raise ValueError(f"depth must be >= 1, got {self.depth}")
+
+
+SIZES: dict[str, TritonCastConfig] = {
+    "tiny": TritonCastConfig(
+        widths=(16, 32, 48),
+        core=dict(width=64, pattern="AMF MF", heads=2, d_state=16, headdim=16, chunk_size=32),
+    ),
+    "small": TritonCastConfig(
+        widths=(48, 96, 160),
+        core=dict(width=256, pattern="AMF MF MF MF", heads=4, d_state=32, headdim=32, chunk_size=64),
+    ),
+    "paper-1deg": TritonCastConfig(
+        widths=(160, 320, 512),
+        core=dict(width=512, pattern="AMF MF MF MF", heads=8, d_state=64, headdim=64),
+    ),
+    "paper-wb2": TritonCastConfig(
+        widths=(512, 1024, 1536),
+        core=dict(width=2688, pattern="AMF MF MF MF", repeats=2, heads=21, kv_heads=3, d_state=128, headdim=64),
+    ),
+}
+"""Named sizes. Parameter counts (4 state channels, 1 input step, no statics or forcings) are checked in
+tests/test_tritoncast.py: tiny < 1 M, small a few M, paper-1deg ≈ 28 M, paper-wb2 ≈ 1 B."""
+
+
+def size_config(size: str, **overrides: Any) -> TritonCastConfig:
+    """The named size with fields replaced by ``overrides`` (``core`` entries are merged, not replaced)."""
+    if size not in SIZES:
+        raise ValueError(f"unknown TritonCast size {size!r}; choose one of {', '.join(SIZES)}")
+    base = SIZES[size]
+    core = dict(base.core) | dict(overrides.pop("core", None) or {})
+    known = {f.name for f in dataclasses.fields(TritonCastConfig)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ValueError(f"unknown TritonCast settings {unknown}; valid ones: {sorted(known)}")
+    return dataclasses.replace(base, core=core, **overrides)
+
+
+class TritonCast(nn.Module):
+    """One-step TritonCast predictor on normalised fields.
+
+    Args:
+        n_state: state channels C.
+        n_static: static channels S.
+        n_forcing: forcing channels F.
+        n_input: input time steps N.
+        config: structure; default ``SIZES["tiny"]``.
+        tendency_scale: (C,) tendency_std / state_std for ``output="residual"`` (default ones); stored as a
+            buffer, so it travels with the weights.
+
+    forward(state, static, forcings, time=None):
+        state: (B, N, C, H, W) normalised; static: (B, S, H, W) normalised or None;
+        forcings: (B, N + 1, F, H, W) (input times then the target time) or None; time is ignored (the
+        signature is shared with the baselines). Returns (B, C, H, W), the normalised state at t+Δ.
+    """
+
+    def __init__(
+        self,
+        n_state: int,
+        n_static: int = 0,
+        n_forcing: int = 0,
+        n_input: int = 1,
+        config: TritonCastConfig | None = None,
+        tendency_scale: Sequence[float] | None = None,
+    ) -> None:
+        super().__init__()
+        self.config = cfg = config if config is not None else SIZES["tiny"]
+        self.n_state, self.n_static, self.n_forcing, self.n_input = n_state, n_static, n_forcing, n_input
+        in_channels = n_input * n_state + n_static + (n_input + 1) * n_forcing
+        fold: PoleFold = cfg.pole_fold  # type: ignore[assignment]
+        self.stem = SphereConv2d(in_channels, cfg.widths[0], 3, fold=fold)
+        self.vcycle = self.build_body(cfg, fold)
+        self.readout = nn.Conv2d(cfg.widths[0], n_state, 1)
+        if cfg.output == "residual":
+            nn.init.zeros_(self.readout.weight)
+            nn.init.zeros_(self.readout.bias)
+        scale = torch.ones(n_state) if tendency_scale is None else torch.as_tensor(tendency_scale)
+        if scale.shape != (n_state,):
+            raise ValueError(f"tendency_scale needs one value per state channel ({n_state}), got {tuple(scale.shape)}")
+        self.register_buffer("tendency_scale", scale.float().clone())
+
+    def build_body(self, cfg: TritonCastConfig, fold: PoleFold) -> nn.Module:
+        """The field-to-field body between stem and readout: (B, widths[0], H, W) -> same."""
+        core = None if cfg.ablation == "no_core" else backbone_config(cfg.core)
+        return VCycle(
+            cfg.widths,
+            cfg.depth,
+            core,
+            skips=cfg.ablation != "no_skip",
+            flat=cfg.ablation == "flat",
+            fold=fold,
+            core_halo=cfg.core_halo,
+        )
+
+    def assemble(
+        self, state: torch.Tensor, static: torch.Tensor | None, forcings: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Fold time into channels: (B, N*C + S + (N+1)*F, H, W), with shape checks naming the fix."""
+        b, n, c, h, w = state.shape
+        if n != self.n_input or c != self.n_state:
+            raise ValueError(
+                f"state has {n} steps × {c} channels but the model was built for {self.n_input} × {self.n_state}; "
+                "build it with the data's n_input and state channels"
+            )
+        parts = [state.reshape(b, n * c, h, w)]
+        if self.n_static:
+            if static is None or static.shape[1] != self.n_static:
+                got = None if static is None else tuple(static.shape)
+                raise ValueError(f"expected static (B, {self.n_static}, H, W), got {got}")
+            parts.append(static.to(state.dtype))
+        if self.n_forcing:
+            want = (self.n_input + 1, self.n_forcing)
+            if forcings is None or tuple(forcings.shape[1:3]) != want:
+                got = None if forcings is None else tuple(forcings.shape)
+                raise ValueError(f"expected forcings (B, {want[0]}, {want[1]}, H, W), got {got}")
+            parts.append(forcings.reshape(b, -1, h, w).to(state.dtype))
+        return torch.cat(parts, dim=1)
+
+    def forward(
+        self,
+        state: torch.Tensor,
+        static: torch.Tensor | None = None,
+        forcings: torch.Tensor | None = None,
+        time: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        out = self.readout(self.vcycle(self.stem(self.assemble(state, static, forcings))))
+        if self.config.output == "direct":
+            return out
+        return state[:, -1] + self.tendency_scale.to(out.dtype)[:, None, None] * out
+
+    def aux_loss(self) -> torch.Tensor:
+        """MoE balancing loss of the last forward pass (add it to the training loss)."""
+        aux = getattr(self.vcycle, "aux_loss", None)
+        return aux() if aux is not None else torch.zeros(())
+
+
+def parameter_count(
+    size: str, n_state: int = 4, n_static: int = 0, n_forcing: int = 0, n_input: int = 1, **overrides: Any
+) -> int:
+    """Parameters of a named size, counted on the ``meta`` device (no memory is allocated)."""
+    with torch.device("meta"):
+        model = TritonCast(n_state, n_static, n_forcing, n_input, size_config(size, **overrides))
+    return count_parameters(model)

@@ -1,0 +1,164 @@
+"""Windows, statistics and streaming against independent references computed with plain xarray/numpy."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+from earthcast.datasets.datamodule import WB2DataModule
+from earthcast.datasets.windows import WindowSpec, window_starts
+
+VARIABLES = {"geopotential": [500], "temperature": [500, 850], "2m_temperature": None}
+SPLITS = {
+    "train": ("2018-01-01", "2018-03-15T18"),
+    "val": ("2018-03-16", "2018-04-05"),
+    "test": ("2018-04-06", "2018-04-30T18"),
+}
+
+
+@pytest.fixture()
+def dm(synthetic_store: str, tmp_path: Path) -> WB2DataModule:
+    return WB2DataModule(
+        synthetic_store,
+        VARIABLES,
+        static=["land_sea_mask", "latitude"],
+        n_input=2,
+        n_target=3,
+        step="12h",
+        block_steps=32,
+        shuffle_buffer=16,
+        seed=3,
+        stats_cache_dir=str(tmp_path),
+        **SPLITS,
+    )
+
+
+def _reference_window(store: str, init: np.datetime64, offsets_h: list[int]) -> np.ndarray:
+    """(len(offsets), C, H, W) selected by label with plain xarray, channels in VARIABLES order."""
+    ds = xr.open_zarr(store)
+    times = [init + np.timedelta64(h, "h") for h in offsets_h]
+    parts = [
+        ds["geopotential"].sel(level=[500], time=times),
+        ds["temperature"].sel(level=[500, 850], time=times),
+        ds["2m_temperature"].sel(time=times).expand_dims("level", axis=1),
+    ]
+    return np.concatenate(
+        [p.transpose("time", "level", "latitude", "longitude").values for p in parts], axis=1
+    )
+
+
+def test_window_starts_by_hand() -> None:
+    times = pd.date_range("2018-01-01", periods=10, freq="6h").values
+    spec = WindowSpec(n_input=2, n_target=1, step="12h")
+    # a window covers 3 steps of 12 h = store indices i, i+2, i+4; all must lie in [01T06, 02T12] = [1, 6]
+    np.testing.assert_array_equal(window_starts(times, "2018-01-01T06", "2018-01-02T12", spec, 2), [1, 2])
+
+
+def test_each_window_once_with_values_from_the_store(dm: WB2DataModule, synthetic_store: str) -> None:
+    stream = dm.stream("train")
+    samples = list(stream)
+    times = dm.source.open()["time"].values
+    starts = window_starts(times, *SPLITS["train"], dm.spec, dm.k)
+    expected_inits = {int(times[s + dm.k].astype("datetime64[ns]").astype(np.int64)) for s in starts}
+    got = Counter(int(s["time"]) for s in samples)
+    assert set(got) == expected_inits and max(got.values()) == 1 and len(samples) == len(stream)
+    for sample in samples[:3]:
+        init = np.datetime64(int(sample["time"]), "ns")
+        ref = _reference_window(synthetic_store, init, [-12, 0, 12, 24, 36])
+        np.testing.assert_array_equal(sample["inputs"].numpy(), ref[:2])
+        np.testing.assert_array_equal(sample["targets"].numpy(), ref[2:])
+        assert sample["forcings"].shape == (5, 5, 32, 64) and sample["static"].shape == (
+            3,
+            32,
+            64,
+        )  # land_sea_mask, sin and cos latitude
+
+
+def test_shuffle_is_deterministic_per_seed_and_epoch(dm: WB2DataModule) -> None:
+    def order(epoch: int, seed: int = 3) -> list[int]:
+        stream = dm.stream("train")
+        stream.seed = seed
+        stream.set_epoch(epoch)
+        return [int(s["time"]) for s in stream]
+
+    first = order(0)
+    assert first == order(0)
+    assert first != order(1) and sorted(first) == sorted(order(1))
+    assert first != order(0, seed=4)
+    assert first != sorted(first)
+    assert [int(s["time"]) for s in dm.stream("val")] == sorted(int(s["time"]) for s in dm.stream("val"))
+
+
+def test_ddp_ranks_get_disjoint_equal_shares(dm: WB2DataModule) -> None:
+    whole = {int(s["time"]) for s in dm.stream("train")}
+    shares = []
+    for rank in range(3):
+        stream = dm.stream("train")
+        stream.rank, stream.world_size = rank, 3
+        shares.append([int(s["time"]) for s in stream])
+    assert len({len(s) for s in shares}) == 1  # equal length, so DDP ranks never wait on each other
+    union = set().union(*map(set, shares))
+    assert sum(map(len, shares)) == len(union) and union <= whole
+    assert len(whole) - len(union) < dm.stream("train").block_steps  # only the remainder is trimmed
+
+
+def test_two_spawned_workers_serve_every_window_once(dm: WB2DataModule) -> None:
+    dm.hparams["num_workers"] = 2
+    loader = dm.train_dataloader()
+    assert loader.multiprocessing_context.get_start_method() == "spawn"
+    seen = [int(t) for batch in loader for t in batch["time"]]
+    assert len(seen) == len(set(seen)) == len(loader.dataset)
+    assert set(seen) == {int(s["time"]) for s in dm.stream("train")}
+
+
+def test_statistics_match_float64_numpy(dm: WB2DataModule, synthetic_store: str) -> None:
+    ds = xr.open_zarr(synthetic_store).sel(time=slice(*SPLITS["train"]))
+    z = ds["temperature"].sel(level=850).values.astype(np.float64)
+    stats = dm.stats
+    names = dm.manifest.names("state")
+    i = names.index("temperature_850")
+    np.testing.assert_allclose(stats.state_mean[i], z.mean(), rtol=1e-10)
+    np.testing.assert_allclose(stats.state_std[i], z.std(), rtol=1e-10)
+    np.testing.assert_allclose(stats.tendency_std[i], (z[2:] - z[:-2]).std(), rtol=1e-10)  # 12 h = 2 steps
+    lsm = ds["land_sea_mask"].values.astype(np.float64)
+    np.testing.assert_allclose(stats.static_mean[0], lsm.mean(), rtol=1e-12)
+    assert stats.static_mean[1:] == (0.0, 0.0) and stats.static_std[1:] == (1.0, 1.0)  # sin/cos latitude
+
+
+def test_statistics_are_reused_from_the_cache(dm: WB2DataModule, tmp_path: Path) -> None:
+    first = dm.stats
+    (cache,) = tmp_path.glob("stats-*.json")
+    entry = json.loads(cache.read_text())
+    entry["stats"]["state_mean"][0] = 123.0  # a reused cache returns exactly what is on disk
+    cache.write_text(json.dumps(entry))
+    fresh = WB2DataModule(
+        dm.source.path,
+        VARIABLES,
+        static=["land_sea_mask", "latitude"],
+        n_input=2,
+        n_target=3,
+        step="12h",
+        stats_cache_dir=str(tmp_path),
+        **SPLITS,
+    )
+    assert fresh.stats.state_mean[0] == 123.0 and fresh.stats.state_std == first.state_std
+
+
+def test_manifest_round_trips_and_lists_differences(dm: WB2DataModule, tmp_path: Path) -> None:
+    from earthcast.datasets.channels import ChannelManifest
+
+    dm.manifest.save(tmp_path / "manifest.json")
+    loaded = ChannelManifest.load(tmp_path / "manifest.json")
+    assert loaded == dm.manifest and loaded.differences(dm.manifest) == []
+    other = WB2DataModule(
+        dm.source.path, {"temperature": [850]}, step="6h", stats_cache_dir=str(tmp_path), **SPLITS
+    )
+    diffs = dm.manifest.differences(other.manifest)
+    assert any("state channels differ" in d and "geopotential_500" in d for d in diffs)
+    assert any("time step differs" in d for d in diffs)
