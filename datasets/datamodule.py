@@ -12,7 +12,7 @@ import pandas as pd
 
 from earthcast.datasets.channels import ChannelManifest, build_manifest
 from earthcast.datasets.forcings import COORDINATE_STATICS, coordinate_statics
-from earthcast.datasets.reader import read_block
+from earthcast.datasets.reader import read_block, state_arrays
 from earthcast.datasets.statistics import NormStats, load_or_compute_statistics
 from earthcast.datasets.streaming import EpochLoader, StoreSource, WindowStream, default_block_steps
 from earthcast.datasets.windows import WindowSpec, store_spacing, stride, window_starts
@@ -34,7 +34,7 @@ class WB2DataModule(L.LightningDataModule):
         train, val, test: inclusive (start, end) date ranges. Defaults: test = the final 365 days, val = the
             60 days before, train = the rest.
         batch_size, eval_batch_size, num_workers: DataLoader settings; workers use ``multiprocessing_context``
-            (``spawn`` by default, since forked Dask thread pools can deadlock).
+            (``spawn`` by default, since forked Dask thread pools can deadlock); workers persist across epochs.
         block_steps: time steps read per block (default: whole chunks within 128 MiB).
         shuffle_buffer: samples held for shuffling; seed: the base of every random choice.
         masked: treat points that are NaN in the first training step (land, ice) as masked: they are filled
@@ -152,7 +152,9 @@ class WB2DataModule(L.LightningDataModule):
             return None
         ds = self.source.open()
         first = int(pd.DatetimeIndex(ds["time"].values).searchsorted(pd.Timestamp(self.splits["train"][0])))
-        block = read_block(ds, self.manifest, first, first + 1, where=self.source.path)
+        block = read_block(
+            state_arrays(ds, self.manifest), ds["time"].values, first, first + 1, where=self.source.path
+        )
         return np.isfinite(block[0]).all(axis=0)
 
     def stream(self, split: str) -> WindowStream:
@@ -182,6 +184,9 @@ class WB2DataModule(L.LightningDataModule):
             static=self.static_fields,
             mask=self.mask,
             shuffle=split == "train",
+            batch_size=self.hparams["batch_size"]
+            if split == "train"
+            else (self.hparams["eval_batch_size"] or self.hparams["batch_size"]),
             buffer_size=self.hparams["shuffle_buffer"],
             seed=self.hparams["seed"],
             rank=trainer.global_rank if trainer is not None else 0,
@@ -190,18 +195,13 @@ class WB2DataModule(L.LightningDataModule):
 
     def _loader(self, split: str) -> EpochLoader:
         workers = self.hparams["num_workers"]
-        size = (
-            self.hparams["batch_size"]
-            if split == "train"
-            else (self.hparams["eval_batch_size"] or self.hparams["batch_size"])
-        )
         return EpochLoader(
             self.stream(split),
             epoch_fn=(lambda: self.trainer.current_epoch) if self.trainer is not None else None,
-            batch_size=size,
+            batch_size=None,
             num_workers=workers,
             multiprocessing_context=self.hparams["multiprocessing_context"] if workers > 0 else None,
-            persistent_workers=False,
+            persistent_workers=workers > 0,
         )
 
     def train_dataloader(self) -> EpochLoader:

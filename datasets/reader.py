@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 
 import dask
+import dask.array
 import numpy as np
 import xarray as xr
 
@@ -36,15 +37,25 @@ def state_arrays(ds: xr.Dataset, manifest: ChannelManifest) -> list[tuple[str, x
         da = ds[channel.variable]
         if channel.level is not None:
             levels = [c.level for c in manifest.state if c.variable == channel.variable]
-            da = da.sel(level=levels).transpose("time", "level", "latitude", "longitude")
+            positions = [int(i) for i in ds.indexes["level"].get_indexer(levels)]
+            run = positions == list(range(positions[0], positions[0] + len(positions)))
+            # A contiguous run of levels is a slice: a view, where a list would force a gather copy.
+            da = da.isel(level=slice(positions[0], positions[-1] + 1) if run else positions)
+            da = da.transpose("time", "level", "latitude", "longitude")
         else:
             da = da.transpose("time", "latitude", "longitude").expand_dims("level", axis=1)
         out.append((channel.variable, da))
     return out
 
 
-def read_block(ds: xr.Dataset, manifest: ChannelManifest, start: int, stop: int, *, where: str) -> np.ndarray:
+def read_block(
+    arrays: list[tuple[str, xr.DataArray]], times: np.ndarray, start: int, stop: int, *, where: str
+) -> np.ndarray:
     """State channels for store time indices ``[start, stop)``.
+
+    Args:
+        arrays: :func:`state_arrays` of the dataset (build once per process and reuse).
+        times: (T,) the store's time coordinate, for error messages.
 
     Returns:
         (stop − start, C_state, H, W) float32 in physical units (NaN where the store has NaN).
@@ -52,21 +63,27 @@ def read_block(ds: xr.Dataset, manifest: ChannelManifest, start: int, stop: int,
     Raises:
         CorruptChunkError: a chunk is truncated or undecodable; names the variable and time range.
     """
-    arrays = state_arrays(ds, manifest)
-    lazy = [da.isel(time=slice(start, stop)).data for _, da in arrays]
+    sizes = [da.shape[1] for _, da in arrays]
+    bounds = np.concatenate([[0], np.cumsum(sizes)])
+    out = np.empty((stop - start, int(bounds[-1]), *arrays[0][1].shape[2:]), dtype=np.float32)
+    sources = [da.data[start:stop].astype(np.float32) for _, da in arrays]
+    targets = [out[:, lo:hi] for lo, hi in itertools.pairwise(bounds)]
     try:
-        blocks = dask.compute(*lazy, scheduler="threads")
+        # Every chunk is decoded by the thread pool and written straight into its place in ``out``.
+        dask.array.store(sources, targets, scheduler="threads", lock=False)
     except Exception:
-        blocks = [_read_one(ds, name, da, start, stop, where) for name, da in arrays]
-    return np.concatenate([np.asarray(b, dtype=np.float32) for b in blocks], axis=1)
+        for (name, da), target in zip(arrays, targets):
+            target[...] = _read_one(times, name, da, start, stop, where)
+    return out
 
 
-def _read_one(ds: xr.Dataset, name: str, da: xr.DataArray, start: int, stop: int, where: str) -> np.ndarray:
+def _read_one(
+    times: np.ndarray, name: str, da: xr.DataArray, start: int, stop: int, where: str
+) -> np.ndarray:
     """Read one variable; on failure, find the first unreadable time chunk and name its time range."""
     try:
         return np.asarray(da.isel(time=slice(start, stop)).values)
     except Exception as err:
-        times = ds["time"].values
         lo, hi = _first_bad_chunk(da, start, stop)
         raise CorruptChunkError(
             f"Reading {name!r} for {str(times[lo])[:19]} … {str(times[hi - 1])[:19]} from {where} failed "

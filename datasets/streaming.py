@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from earthcast.datasets.channels import ChannelManifest
 from earthcast.datasets.forcings import forcing_fields
-from earthcast.datasets.reader import check_finite, read_block
+from earthcast.datasets.reader import check_finite, read_block, state_arrays
 from earthcast.datasets.store import open_store
 from earthcast.datasets.windows import WindowSpec
 
@@ -44,24 +44,35 @@ class StoreSource:
 
 
 def _split_counts(counts: np.ndarray, quota: int) -> np.ndarray:
-    """Trim per-worker sample counts, one at a time from the largest, so that they sum to ``quota``."""
+    """Trim per-worker batch counts, one at a time from the largest, so that they sum to ``quota``."""
     counts = counts.copy()
     for _ in range(int(counts.sum()) - quota):
         counts[int(np.argmax(counts))] -= 1
     return counts
 
 
+@dataclass(frozen=True)
+class _Block:
+    """One block in memory: state (T_b, C, H, W) and forcings (T_b, F, H, W) from store index ``start``."""
+
+    start: int
+    state: np.ndarray
+    forcing: np.ndarray
+
+
 class WindowStream(IterableDataset):
-    """An iterable of samples (dicts of tensors) for one split.
+    """An iterable of batches (dicts of tensors) for one split; use it with ``DataLoader(batch_size=None)``.
 
-    Each sample holds, with C = state channels, F = forcing channels, S = static channels:
+    With B the batch size, C state channels, F forcing channels and S static channels, a batch holds:
 
-    - ``inputs``: (n_input, C, H, W) float32, physical units (normalisation happens on the device);
-    - ``targets``: (n_target, C, H, W) float32;
-    - ``forcings``: (n_input + n_target, F, H, W) float32;
-    - ``static``: (S, H, W) float32, physical units;
-    - ``mask``: (H, W) float32, 1 where valid (0 on masked land, whose NaNs are replaced by 0);
-    - ``time``: int64 nanoseconds since 1970 of the last input step (the init time).
+    - ``inputs``: (B, n_input, C, H, W) float32, physical units (normalisation happens on the device);
+    - ``targets``: (B, n_target, C, H, W) float32;
+    - ``forcings``: (B, n_input + n_target, F, H, W) float32;
+    - ``static``: (B, S, H, W) float32, physical units;
+    - ``mask``: (B, H, W) float32, 1 where valid (0 on masked land, whose NaNs are replaced by 0);
+    - ``time``: (B,) int64 nanoseconds since 1970 of the last input step (the init time).
+
+    Batches are assembled straight from the block arrays (one copy per window), so no collate step runs.
     """
 
     def __init__(
@@ -76,6 +87,8 @@ class WindowStream(IterableDataset):
         static: np.ndarray,
         mask: np.ndarray | None,
         shuffle: bool,
+        batch_size: int,
+        drop_last: bool | None = None,
         buffer_size: int = 256,
         seed: int = 0,
         rank: int = 0,
@@ -90,13 +103,20 @@ class WindowStream(IterableDataset):
         self.starts, self.k, self.block_steps = np.asarray(starts, dtype=np.int64), int(k), int(block_steps)
         self.static, self.mask = static.astype(np.float32), mask
         self.shuffle, self.buffer_size, self.seed = shuffle, max(1, int(buffer_size)), int(seed)
-        self.rank, self.world_size, self.epoch = int(rank), int(world_size), 0
+        self.batch_size = int(batch_size)
+        self.drop_last = shuffle if drop_last is None else drop_last
+        self.rank, self.world_size = int(rank), int(world_size)
+        self.epoch, self._iterations = 0, 0
         block_ids = self.starts // self.block_steps
         self.blocks = [self.starts[block_ids == b] for b in np.unique(block_ids)]
 
     def set_epoch(self, epoch: int) -> None:
-        """Select the epoch whose block order and shuffle this iterator reproduces."""
-        self.epoch = int(epoch)
+        """Select the epoch whose block order and shuffle the next iterator reproduces.
+
+        Persistent DataLoader workers keep their own copy of the stream and never see this call after they
+        start; they count their own iterations from the epoch they started at, which gives the same epochs.
+        """
+        self.epoch, self._iterations = int(epoch), 0
 
     def _block_order(self) -> np.ndarray:
         if not self.shuffle:
@@ -104,88 +124,96 @@ class WindowStream(IterableDataset):
         return np.random.default_rng([self.seed, self.epoch]).permutation(len(self.blocks))
 
     def _assignment(self, num_workers: int) -> tuple[list[list[int]], np.ndarray]:
-        """Blocks per consumer of this rank, and each consumer's sample quota (equal totals across ranks)."""
+        """Blocks per worker of this rank, and each worker's batch quota (equal totals across ranks)."""
         order = self._block_order()
         consumers = self.world_size * num_workers
         owned = [[int(b) for b in order[c::consumers]] for c in range(consumers)]
-        counts = np.array([sum(len(self.blocks[b]) for b in blocks) for blocks in owned])
-        per_rank = counts.reshape(self.world_size, num_workers)
+        windows = np.array([sum(len(self.blocks[b]) for b in blocks) for blocks in owned])
+        batches = windows // self.batch_size if self.drop_last else -(-windows // self.batch_size)
+        per_rank = batches.reshape(self.world_size, num_workers)
         quota = int(per_rank.sum(axis=1).min())
         mine = slice(self.rank * num_workers, (self.rank + 1) * num_workers)
         return owned[mine], _split_counts(per_rank[self.rank], quota)
 
     def __len__(self) -> int:
-        _, quotas = self._assignment(1)
-        return int(quotas.sum())
+        """Batches this rank yields per epoch."""
+        return int(self._assignment(1)[1].sum())
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         info = get_worker_info()
         worker, num_workers = (0, 1) if info is None else (info.id, info.num_workers)
+        self.epoch, self._iterations = self.epoch + (self._iterations > 0), self._iterations + 1
         owned, quotas = self._assignment(num_workers)
         rng = np.random.default_rng([self.seed, self.epoch, self.rank, worker])
-        samples = self._samples(owned[worker], rng)
-        yield from _take(
-            _shuffle_buffer(samples, self.buffer_size, rng) if self.shuffle else samples, quotas[worker]
-        )
-
-    def _samples(self, blocks: list[int], rng: np.random.Generator) -> Iterator[dict[str, torch.Tensor]]:
+        windows = self._windows(owned[worker], rng)
+        if self.shuffle:
+            windows = _shuffle_buffer(windows, self.buffer_size, rng)
         ds = self.source.open()
-        times = ds["time"].values
-        offsets = np.arange(self.spec.length) * self.k
+        times = ds["time"].values.astype("datetime64[ns]").astype(np.int64)
+        batch: list[tuple[_Block, int]] = []
+        produced = 0
+        for window in windows:
+            batch.append(window)
+            if len(batch) == self.batch_size:
+                if produced == quotas[worker]:
+                    return
+                yield self._assemble(batch, times)
+                produced, batch = produced + 1, []
+        if batch and not self.drop_last and produced < quotas[worker]:
+            yield self._assemble(batch, times)
+
+    def _windows(self, blocks: list[int], rng: np.random.Generator) -> Iterator[tuple[_Block, int]]:
+        """(block, start index) for every window of the given blocks; one parallel read per block."""
+        ds = self.source.open()
+        arrays, times = state_arrays(ds, self.manifest), ds["time"].values
         lat, lon = np.asarray(self.manifest.latitude), np.asarray(self.manifest.longitude)
-        forcing_names = self.manifest.names("forcing")
-        static, mask = torch.from_numpy(self.static), self._mask_tensor()
+        span = (self.spec.length - 1) * self.k
         for b in blocks:
             starts = self.blocks[b]
-            lo, hi = int(starts[0]), int(starts[-1] + offsets[-1] + 1)
-            data = read_block(ds, self.manifest, lo, hi, where=self.source.path)
+            lo, hi = int(starts[0]), int(starts[-1]) + span + 1
+            data = read_block(arrays, times, lo, hi, where=self.source.path)
             check_finite(data, self.mask, self.manifest, times[lo:hi], where=self.source.path)
             if self.mask is not None:
                 data = np.where(self.mask[None, None], data, np.float32(0.0))
-            forcing = forcing_fields(forcing_names, times[lo:hi], lat, lon)
+            block = _Block(lo, data, forcing_fields(self.manifest.names("forcing"), times[lo:hi], lat, lon))
             for s in rng.permutation(starts) if self.shuffle else starts:
-                idx = int(s) - lo + offsets
-                window = torch.from_numpy(data[idx])
-                yield {
-                    "inputs": window[: self.spec.n_input],
-                    "targets": window[self.spec.n_input :],
-                    "forcings": torch.from_numpy(forcing[idx]),
-                    "static": static,
-                    "mask": mask,
-                    "time": torch.tensor(
-                        times[int(s) + (self.spec.n_input - 1) * self.k]
-                        .astype("datetime64[ns]")
-                        .astype(np.int64)
-                    ),
-                }
+                yield block, int(s)
 
-    def _mask_tensor(self) -> torch.Tensor:
+    def _assemble(self, windows: list[tuple[_Block, int]], times: np.ndarray) -> dict[str, torch.Tensor]:
+        n, offsets = len(windows), np.arange(self.spec.length) * self.k
+        first = windows[0][0]
+        state = np.empty((n, self.spec.length, *first.state.shape[1:]), np.float32)
+        forcing = np.empty((n, self.spec.length, *first.forcing.shape[1:]), np.float32)
+        for i, (block, start) in enumerate(windows):
+            idx = start - block.start + offsets
+            np.take(block.state, idx, axis=0, out=state[i])
+            np.take(block.forcing, idx, axis=0, out=forcing[i])
+        state_t = torch.from_numpy(state)
         h, w = self.manifest.grid_shape
-        if self.mask is None:
-            return torch.ones(h, w)
-        return torch.from_numpy(self.mask.astype(np.float32))
+        mask = np.ones((h, w), np.float32) if self.mask is None else self.mask.astype(np.float32)
+        init = np.array([start + (self.spec.n_input - 1) * self.k for _, start in windows])
+        return {
+            "inputs": state_t[:, : self.spec.n_input],
+            "targets": state_t[:, self.spec.n_input :],
+            "forcings": torch.from_numpy(forcing),
+            "static": torch.from_numpy(self.static).expand(n, *self.static.shape),
+            "mask": torch.from_numpy(mask).expand(n, h, w),
+            "time": torch.from_numpy(times[init]),
+        }
 
 
-def _shuffle_buffer(samples: Iterator[dict], size: int, rng: np.random.Generator) -> Iterator[dict]:
-    """Classic reservoir-style buffer: fill to ``size``, then emit a random element for each arrival."""
-    buffer: list[dict] = []
-    for sample in samples:
+def _shuffle_buffer(items: Iterator, size: int, rng: np.random.Generator) -> Iterator:
+    """Fill a buffer to ``size``, then emit a random element for each arrival; flush it in random order."""
+    buffer: list = []
+    for item in items:
         if len(buffer) < size:
-            buffer.append(sample)
+            buffer.append(item)
             continue
         i = int(rng.integers(len(buffer)))
         yield buffer[i]
-        buffer[i] = sample
-    order = rng.permutation(len(buffer))
-    for i in order:
+        buffer[i] = item
+    for i in rng.permutation(len(buffer)):
         yield buffer[i]
-
-
-def _take(samples: Iterator[dict], n: int) -> Iterator[dict]:
-    for i, sample in enumerate(samples):
-        if i >= n:
-            return
-        yield sample
 
 
 class EpochLoader(DataLoader):
@@ -198,7 +226,7 @@ class EpochLoader(DataLoader):
         self._epoch_fn = epoch_fn
         self._iterations = 0
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator:
         epoch = self._epoch_fn() if self._epoch_fn is not None else self._iterations
         self.dataset.set_epoch(epoch)
         self._iterations += 1

@@ -14,6 +14,7 @@ options (``ablation=...``).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import numpy as np
@@ -97,7 +98,9 @@ class Climatology(nn.Module):
         return table[self.positions(time)].to(state.dtype)
 
     @classmethod
-    def from_dataset(cls, climatology: xr.Dataset, manifest: ChannelManifest, stats: NormStats) -> Climatology:
+    def from_dataset(
+        cls, climatology: xr.Dataset, manifest: ChannelManifest, stats: NormStats
+    ) -> Climatology:
         """From a WB2-layout climatology (hour, dayofyear, [level], latitude, longitude) in physical units,
         normalised with ``stats`` for the manifest's state channels."""
         clim = check_climatology(climatology)
@@ -107,7 +110,9 @@ class Climatology(nn.Module):
         if problem:
             raise ValueError(f"the climatology is on another grid than the data: {problem}; regrid it first")
         if clim.sizes["dayofyear"] != N_DAYS:
-            raise ValueError(f"the climatology must have {N_DAYS} days of year, it has {clim.sizes['dayofyear']}")
+            raise ValueError(
+                f"the climatology must have {N_DAYS} days of year, it has {clim.sizes['dayofyear']}"
+            )
         channels = []
         for i, channel in enumerate(manifest.state):
             da = climatology_variable(clim, channel.variable)
@@ -153,12 +158,16 @@ class ConcatUNet(nn.Module):
         folds: list[PoleFold] = [fold] + ["half"] * (len(widths) - 1)
 
         def stage(w_in: int, w_out: int, f: PoleFold) -> nn.Sequential:
-            return nn.Sequential(*[SphereResBlock(w_in if i == 0 else w_out, w_out, fold=f) for i in range(depth)])
+            return nn.Sequential(
+                *[SphereResBlock(w_in if i == 0 else w_out, w_out, fold=f) for i in range(depth)]
+            )
 
         self.encoders = nn.ModuleList(stage(w, w, f) for w, f in zip(widths[:-1], folds))
-        self.downs = nn.ModuleList(Downsample(a, b, fold=f) for a, b, f in zip(widths[:-1], widths[1:], folds))
+        self.downs = nn.ModuleList(
+            Downsample(a, b, fold=f) for a, b, f in zip(widths[:-1], widths[1:], folds)
+        )
         self.bottom = stage(widths[-1], widths[-1], folds[-1])
-        self.ups = nn.ModuleList(Upsample(b, a) for a, b in zip(widths[:-1], widths[1:]))
+        self.ups = nn.ModuleList(Upsample(b, a) for a, b in itertools.pairwise(widths))
         self.decoders = nn.ModuleList(stage(2 * w, w, f) for w, f in zip(widths[:-1], folds))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -79,8 +79,11 @@ def pad_latitude(x: torch.Tensor, south: int, north: int, fold: PoleFold = "half
 
 
 def pad_sphere(x: torch.Tensor, rows: int, cols: int, fold: PoleFold = "half") -> torch.Tensor:
-    """Symmetric halo: ``rows`` folded rows at each pole and ``cols`` wrapped columns at each side."""
-    return pad_latitude(pad_longitude(x, cols, cols), rows, rows, fold)
+    """Symmetric halo: ``rows`` folded rows at each pole and ``cols`` wrapped columns at each side.
+
+    The fold comes first, so its 180° roll uses the true number of longitudes; the corners are then the
+    wrapped columns of the folded rows."""
+    return pad_longitude(pad_latitude(x, rows, rows, fold), cols, cols)
 
 
 def pad_to_multiple(x: torch.Tensor, factor: int, fold: PoleFold = "half") -> torch.Tensor:
@@ -138,9 +141,7 @@ class SphereResBlock(nn.Module):
             SphereConv2d(out_channels, out_channels, 3, fold=fold),
             group_norm(out_channels),
         )
-        self.skip = (
-            nn.Identity() if in_channels == out_channels else nn.Conv2d(in_channels, out_channels, 1)
-        )
+        self.skip = nn.Identity() if in_channels == out_channels else nn.Conv2d(in_channels, out_channels, 1)
         self.act = nn.GELU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -152,7 +153,9 @@ class Downsample(nn.Module):
 
     H and W are first padded on the sphere to multiples of f (:func:`pad_to_multiple`)."""
 
-    def __init__(self, in_channels: int, out_channels: int, *, factor: int = 2, fold: PoleFold = "half") -> None:
+    def __init__(
+        self, in_channels: int, out_channels: int, *, factor: int = 2, fold: PoleFold = "half"
+    ) -> None:
         super().__init__()
         self.fold, self.factor = fold, factor
         self.merge = nn.Conv2d(in_channels, out_channels, kernel_size=factor, stride=factor)

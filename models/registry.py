@@ -67,7 +67,9 @@ def build_model(
             )
         if store is not None:
             if overrides:
-                raise ValueError(f"unexpected climatology settings {sorted(overrides)} with climatology_store")
+                raise ValueError(
+                    f"unexpected climatology settings {sorted(overrides)} with climatology_store"
+                )
             return Climatology.from_dataset(open_store(store), manifest, stats)
         unknown = sorted(set(overrides) - {"start", "end", "window"})
         if unknown:

@@ -83,7 +83,9 @@ SIZES: dict[str, TritonCastConfig] = {
     ),
     "paper-wb2": TritonCastConfig(
         widths=(512, 1024, 1536),
-        core=dict(width=2688, pattern="AMF MF MF MF", repeats=2, heads=21, kv_heads=3, d_state=128, headdim=64),
+        core=dict(
+            width=2688, pattern="AMF MF MF MF", repeats=2, heads=21, kv_heads=3, d_state=128, headdim=64
+        ),
     ),
 }
 """Named sizes. Parameter counts (4 state channels, 1 input step, no statics or forcings) are checked in
@@ -143,7 +145,9 @@ class TritonCast(nn.Module):
             nn.init.zeros_(self.readout.bias)
         scale = torch.ones(n_state) if tendency_scale is None else torch.as_tensor(tendency_scale)
         if scale.shape != (n_state,):
-            raise ValueError(f"tendency_scale needs one value per state channel ({n_state}), got {tuple(scale.shape)}")
+            raise ValueError(
+                f"tendency_scale needs one value per state channel ({n_state}), got {tuple(scale.shape)}"
+            )
         self.register_buffer("tendency_scale", scale.float().clone())
 
     def build_body(self, cfg: TritonCastConfig, fold: PoleFold) -> nn.Module:

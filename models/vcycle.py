@@ -17,7 +17,9 @@ from earthcast.models.geometry import Downsample, PoleFold, SphereResBlock, Upsa
 
 def _stage(in_channels: int, out_channels: int, depth: int, fold: PoleFold) -> nn.Sequential:
     """``depth`` residual sphere blocks, the first changing the width from in_channels to out_channels."""
-    blocks = [SphereResBlock(in_channels if i == 0 else out_channels, out_channels, fold=fold) for i in range(depth)]
+    blocks = [
+        SphereResBlock(in_channels if i == 0 else out_channels, out_channels, fold=fold) for i in range(depth)
+    ]
     return nn.Sequential(*blocks)
 
 
@@ -51,7 +53,9 @@ class LatentCore(nn.Module):
     periodic longitude and the far side of the pole, and the halo is cropped afterwards.
     """
 
-    def __init__(self, channels: int, config: BackboneConfig, *, halo: int = 1, fold: PoleFold = "half") -> None:
+    def __init__(
+        self, channels: int, config: BackboneConfig, *, halo: int = 1, fold: PoleFold = "half"
+    ) -> None:
         super().__init__()
         self.halo, self.fold = halo, fold
         self.backbone = Backbone(channels, config, out_channels=channels, patch_size=1)

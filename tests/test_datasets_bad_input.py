@@ -106,7 +106,7 @@ def test_masked_land_is_filled_and_flagged_but_ocean_nans_still_fail(tmp_path: P
         ds[name] = ds[name].where(~xr.DataArray(land, dims=("latitude", "longitude")))
     dm = _dm(_store(tmp_path / "ocean.zarr", ds), tmp_path, masked=True)
     sample = next(iter(dm.stream("train")))
-    np.testing.assert_array_equal(sample["mask"].numpy(), (~land).astype(np.float32))
+    np.testing.assert_array_equal(sample["mask"][0].numpy(), (~land).astype(np.float32))
     assert np.isfinite(sample["inputs"].numpy()).all() and (sample["inputs"].numpy()[..., land] == 0).all()
     ds["temperature"].values[20, 0][~land] = np.nan  # an "ocean" point goes bad later on
     dm = _dm(_store(tmp_path / "ocean2.zarr", ds), tmp_path, masked=True)

@@ -22,6 +22,10 @@ SPLITS = {
 }
 
 
+def _times(stream) -> list[int]:
+    return [int(t) for batch in stream for t in batch["time"]]
+
+
 @pytest.fixture()
 def dm(synthetic_store: str, tmp_path: Path) -> WB2DataModule:
     return WB2DataModule(
@@ -32,6 +36,7 @@ def dm(synthetic_store: str, tmp_path: Path) -> WB2DataModule:
         n_target=3,
         step="12h",
         block_steps=32,
+        batch_size=4,
         shuffle_buffer=16,
         seed=3,
         stats_cache_dir=str(tmp_path),
@@ -61,23 +66,25 @@ def test_window_starts_by_hand() -> None:
 
 
 def test_each_window_once_with_values_from_the_store(dm: WB2DataModule, synthetic_store: str) -> None:
-    stream = dm.stream("train")
-    samples = list(stream)
+    stream = dm.stream("val")  # keeps its final partial batch: every window exactly once
+    batches = list(stream)
     times = dm.source.open()["time"].values
-    starts = window_starts(times, *SPLITS["train"], dm.spec, dm.k)
+    starts = window_starts(times, *SPLITS["val"], dm.spec, dm.k)
     expected_inits = {int(times[s + dm.k].astype("datetime64[ns]").astype(np.int64)) for s in starts}
-    got = Counter(int(s["time"]) for s in samples)
-    assert set(got) == expected_inits and max(got.values()) == 1 and len(samples) == len(stream)
-    for sample in samples[:3]:
-        init = np.datetime64(int(sample["time"]), "ns")
+    got = Counter(_times(batches))
+    assert set(got) == expected_inits and max(got.values()) == 1 and len(batches) == len(stream)
+    assert len(starts) % 4 != 0 and batches[-1]["time"].shape == (len(starts) % 4,)
+    batch = next(iter(dm.stream("train")))
+    assert batch["forcings"].shape == (4, 5, 5, 32, 64)
+    assert batch["static"].shape == (4, 3, 32, 64)  # land_sea_mask, sin and cos latitude
+    for i in range(3):
+        init = np.datetime64(int(batch["time"][i]), "ns")
         ref = _reference_window(synthetic_store, init, [-12, 0, 12, 24, 36])
-        np.testing.assert_array_equal(sample["inputs"].numpy(), ref[:2])
-        np.testing.assert_array_equal(sample["targets"].numpy(), ref[2:])
-        assert sample["forcings"].shape == (5, 5, 32, 64) and sample["static"].shape == (
-            3,
-            32,
-            64,
-        )  # land_sea_mask, sin and cos latitude
+        np.testing.assert_array_equal(batch["inputs"][i].numpy(), ref[:2])
+        np.testing.assert_array_equal(batch["targets"][i].numpy(), ref[2:])
+    train = _times(dm.stream("train"))  # drop_last: only the final partial batch is left out
+    n_train = len(window_starts(times, *SPLITS["train"], dm.spec, dm.k))
+    assert len(train) == len(set(train)) == n_train - n_train % 4
 
 
 def test_shuffle_is_deterministic_per_seed_and_epoch(dm: WB2DataModule) -> None:
@@ -85,36 +92,37 @@ def test_shuffle_is_deterministic_per_seed_and_epoch(dm: WB2DataModule) -> None:
         stream = dm.stream("train")
         stream.seed = seed
         stream.set_epoch(epoch)
-        return [int(s["time"]) for s in stream]
+        return _times(stream)
 
     first = order(0)
     assert first == order(0)
     assert first != order(1) and sorted(first) == sorted(order(1))
     assert first != order(0, seed=4)
     assert first != sorted(first)
-    assert [int(s["time"]) for s in dm.stream("val")] == sorted(int(s["time"]) for s in dm.stream("val"))
+    assert _times(dm.stream("val")) == sorted(_times(dm.stream("val")))
 
 
 def test_ddp_ranks_get_disjoint_equal_shares(dm: WB2DataModule) -> None:
-    whole = {int(s["time"]) for s in dm.stream("train")}
+    whole = set(_times(dm.stream("train")))
     shares = []
     for rank in range(3):
         stream = dm.stream("train")
         stream.rank, stream.world_size = rank, 3
-        shares.append([int(s["time"]) for s in stream])
+        shares.append(_times(stream))
     assert len({len(s) for s in shares}) == 1  # equal length, so DDP ranks never wait on each other
     union = set().union(*map(set, shares))
     assert sum(map(len, shares)) == len(union) and union <= whole
     assert len(whole) - len(union) < dm.stream("train").block_steps  # only the remainder is trimmed
 
 
-def test_two_spawned_workers_serve_every_window_once(dm: WB2DataModule) -> None:
+def test_two_persistent_spawned_workers_are_deterministic_per_epoch(dm: WB2DataModule) -> None:
     dm.hparams["num_workers"] = 2
     loader = dm.train_dataloader()
-    assert loader.multiprocessing_context.get_start_method() == "spawn"
-    seen = [int(t) for batch in loader for t in batch["time"]]
-    assert len(seen) == len(set(seen)) == len(loader.dataset)
-    assert set(seen) == {int(s["time"]) for s in dm.stream("train")}
+    assert loader.multiprocessing_context.get_start_method() == "spawn" and loader.persistent_workers
+    epoch0, epoch1 = _times(loader), _times(loader)
+    assert len(epoch0) == len(set(epoch0)) and sorted(epoch0) == sorted(epoch1) and epoch0 != epoch1
+    assert set(epoch0) <= set(_times(dm.stream("train"))) | set(_times(dm.stream("val")))
+    assert _times(dm.train_dataloader()) == epoch0  # a fresh run reproduces epoch 0 exactly
 
 
 def test_statistics_match_float64_numpy(dm: WB2DataModule, synthetic_store: str) -> None:

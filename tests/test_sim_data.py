@@ -93,9 +93,9 @@ def test_atmosphere_values_finite_and_physical(atmosphere: tuple[Path, xr.Datase
     for name in ds.data_vars:
         assert np.isfinite(ds[name].values).all(), name
     # Held–Suarez climate: T_eq spans 200–315 K; Z500 ≈ 5–6 km of height; jets of tens of m/s.
-    assert 180 < float(ds.temperature.min()) and float(ds.temperature.max()) < 320
+    assert float(ds.temperature.min()) > 180 and float(ds.temperature.max()) < 320
     z500_m = ds.geopotential.sel(level=500) / 9.80665
-    assert 4800 < float(z500_m.min()) and float(z500_m.max()) < 6100
+    assert float(z500_m.min()) > 4800 and float(z500_m.max()) < 6100
     # The core conserves mass: the area-mean surface pressure stays at the initial 1000 hPa.
     np.testing.assert_allclose(_area_mean(ds.surface_pressure).values, 1e5, rtol=5e-4)
 
@@ -112,14 +112,46 @@ def _hypsometric_thickness(t: xr.DataArray, levels: tuple[int, int, int]) -> xr.
 def test_atmosphere_is_hydrostatic(atmosphere: tuple[Path, xr.Dataset]) -> None:
     """Layer thicknesses of the written geopotential equal R∫T d ln p of the written temperatures.
 
-    The model's T is piecewise linear in ln p between sigma centres; in the lower troposphere the profile is
-    smooth (T ∝ p^0.19 roughly) and a three-level trapezoid is off by < 0.1 %. Higher up the Held–Suarez
-    tropopause (T_eq's 200 K floor) puts kinks between the written levels, so only 500–850 hPa is checked.
+    A trapezoid over three written levels only approximates the model's 10-level profile: measured, it is
+    within 0.35 % for 500–850 hPa (and ~1 % across the tropopause kink above 500 hPa, so that layer is not
+    checked here; see the exact column test below). A unit slip (height for geopotential, ×9.8) or a level
+    mix-up would be off by far more.
     """
     _, ds = atmosphere
     actual = ds.geopotential.sel(level=500) - ds.geopotential.sel(level=850)
     expected = _hypsometric_thickness(ds.temperature, (500, 700, 850))
-    np.testing.assert_allclose(actual.values, expected.values, rtol=2e-3)
+    np.testing.assert_allclose(actual.values, expected.values, rtol=5e-3)
+
+
+def test_pressure_levels_match_an_independent_column_integral() -> None:
+    """Written T and Φ on pressure levels against a numpy re-computation from the sigma-level state.
+
+    Reference: T(ln p) piecewise linear between sigma centres (p = σ·pₛ) and, below the lowest centre, the
+    model's isothermal bottom half-layer; Φ(p) = R∫T d ln p from the surface (Φₛ = 0), on a fine grid.
+    """
+    pytest.importorskip("dinosaur")
+    from earthcast.datasets.sim.held_suarez import HeldSuarezConfig, HeldSuarezModel
+
+    model = HeldSuarezModel(HeldSuarezConfig(), block_outputs=1)
+    state = model.spin_up(model.initial_state(), 30)
+    written = {k: np.asarray(v) for k, v in model._diagnose(state).items()}
+    scale, grid = model._scale, model.output_grid
+    temp = np.asarray(grid.to_nodal(state.temperature_variation)) + model.reference_temperature[:, None, None]
+    temp = temp * scale["temperature"]  # (K, lon, lat) in kelvin
+    ps = np.exp(np.asarray(grid.to_nodal(state.log_surface_pressure)))[0] * scale["pressure"]
+    sigma = np.asarray(model.coords.vertical.centers)
+    levels = np.asarray(model.config.pressure_levels_hpa) * 100.0
+    rng = np.random.default_rng(0)
+    for i, j in zip(rng.integers(0, 64, 12), rng.integers(0, 32, 12)):
+        log_p = np.log(sigma * ps[i, j])
+        column = np.append(temp[:, i, j], temp[-1, i, j])  # isothermal from the lowest centre to the surface
+        nodes = np.append(log_p, np.log(ps[i, j]))
+        expected_t = np.interp(np.log(levels), log_p, temp[:, i, j])
+        np.testing.assert_allclose(written["temperature"][:, j, i], expected_t, rtol=1e-5)
+        for k, p in enumerate(levels):
+            x = np.linspace(np.log(p), np.log(ps[i, j]), 20001)
+            expected_phi = R_DRY * np.trapezoid(np.interp(x, nodes, column), x)
+            assert written["geopotential"][k, j, i] == pytest.approx(expected_phi, rel=2e-4)
 
 
 def test_atmosphere_held_suarez_climate(atmosphere: tuple[Path, xr.Dataset]) -> None:
@@ -136,9 +168,10 @@ def test_atmosphere_held_suarez_climate(atmosphere: tuple[Path, xr.Dataset]) -> 
 def test_atmosphere_stationary_after_spinup(atmosphere: tuple[Path, xr.Dataset]) -> None:
     """First and second 15-day halves of the window agree in global-mean temperature and kinetic energy.
 
-    During spin-up the global-mean temperature falls by ~12 K per 20 days (288 K rest state → ~243 K);
-    once stationary, 15-day means differ by < 0.5 K. Kinetic energy grows by a factor > 10 during spin-up,
-    while consecutive 15-day means in the stationary climate differ by < 15 % (3-year run, docs).
+    During spin-up the global-mean temperature falls from the 288 K rest state by ~10 K per 20 days at
+    first; in the stationary 3-year run (docs/physics_data.md) the halves of every 30-day window differ by
+    at most 0.08 K and 9 % in kinetic energy, so 0.3 K and 25 % leave a margin of ~3 for other seeds and
+    platforms while a run that is still adjusting fails.
     """
     _, ds = atmosphere
     halves = [ds.isel(time=slice(0, 60)), ds.isel(time=slice(60, 120))]
@@ -153,14 +186,14 @@ def test_atmosphere_stationary_after_spinup(atmosphere: tuple[Path, xr.Dataset])
 def test_hydrostatic_geopotential_reproduces_the_model_levels() -> None:
     """At a sigma centre the reconstruction returns the model's Φ; in between it adds R·T̄·Δln p."""
     jnp = pytest.importorskip("jax.numpy")
-    from earthcast.datasets.sim.held_suarez import _hydrostatic_geopotential
+    from earthcast.datasets.sim.vertical import hydrostatic_geopotential
 
     log_sigma = np.log((np.arange(10) + 0.5) / 10)
     temperature = np.linspace(0.7, 1.0, 10)[:, None, None] * np.ones((10, 2, 2))
     phi = np.cumsum(np.arange(10, 0, -1, dtype=np.float64))[::-1, None, None] * np.ones((10, 2, 2))
     target = np.stack([np.full((2, 2), log_sigma[4]), np.full((2, 2), np.log(0.6))])
     got = np.asarray(
-        _hydrostatic_geopotential(
+        hydrostatic_geopotential(
             jnp, jnp.asarray(phi), jnp.asarray(temperature), log_sigma, jnp.asarray(target), 2.0
         )
     )
@@ -186,15 +219,15 @@ def test_spectral_evaluation_is_exact_on_wb2_grid() -> None:
 
 
 def test_log_pressure_interpolation_matches_numpy() -> None:
-    """Column interpolation in ln σ against np.interp inside the range and a hand-made linear extrapolation."""
+    """Column interpolation in ln σ against np.interp inside the range and a hand-made extrapolation."""
     jnp = pytest.importorskip("jax.numpy")
-    from earthcast.datasets.sim.held_suarez import _interp_in_log_sigma
+    from earthcast.datasets.sim.vertical import interp_in_log_sigma
 
     rng = np.random.default_rng(0)
     log_sigma = np.log((np.arange(10) + 0.5) / 10)
     field = rng.normal(size=(10, 3, 2)).astype(np.float32)
     target = np.stack([np.full((3, 2), np.log(x)) for x in (0.3, 0.62, 0.9, 0.99)])
-    got = np.asarray(_interp_in_log_sigma(jnp, jnp.asarray(field), log_sigma, jnp.asarray(target)))
+    got = np.asarray(interp_in_log_sigma(jnp, jnp.asarray(field), log_sigma, jnp.asarray(target)))
     for p, x in enumerate((0.3, 0.62, 0.9)):
         for i, j in np.ndindex(3, 2):
             assert got[p, i, j] == pytest.approx(np.interp(np.log(x), log_sigma, field[:, i, j]), abs=1e-5)
@@ -244,20 +277,21 @@ def test_ocean_is_geostrophic(ocean: tuple[Path, xr.Dataset]) -> None:
 
 
 def test_ocean_stationary_after_spinup(ocean: tuple[Path, xr.Dataset]) -> None:
-    """Eddy kinetic energy and SLA variance of the two 73-day halves agree.
+    """Eddy kinetic energy and SLA amplitude of the two 73-day halves agree.
 
-    From rest the eddy energy grows by orders of magnitude during the first year; in the stationary state
-    73-day means of kinetic energy vary by < 15 % around their mean (3-year run, docs), so 25 % is a bound
-    that a drifting run fails and a stationary one passes.
+    From rest the eddy energy grows by orders of magnitude during the first year. In the stationary state
+    (3-year run, every 146-day window at 73-day offsets, docs/physics_data.md) the halves differ by at most
+    14 % in EKE and 11 % in SLA rms, so 30 % and 25 % leave a factor ~2 for other seeds and platforms while a
+    drifting run still fails.
     """
     _, ds = ocean
     halves = [ds.isel(time=slice(0, 73)), ds.isel(time=slice(73, 146))]
     eke = [float(np.nanmean(0.5 * ((h.ugos - 0.15) ** 2 + h.vgos**2))) for h in halves]
-    sla_var = [float(np.nanvar(h.sla)) for h in halves]
-    assert abs(eke[1] - eke[0]) / np.mean(eke) < 0.25, eke
-    assert abs(sla_var[1] - sla_var[0]) / np.mean(sla_var) < 0.25, sla_var
-    # Mesoscale amplitudes: SLA std of a few to tens of cm, eddy speeds of tenths of m/s.
-    assert 0.03 < np.sqrt(np.mean(sla_var)) < 0.6 and 0.005 < np.mean(eke) < 0.2
+    sla_rms = [float(np.sqrt(np.nanmean(h.sla**2))) for h in halves]
+    assert abs(eke[1] - eke[0]) / np.mean(eke) < 0.30, eke
+    assert abs(sla_rms[1] - sla_rms[0]) / np.mean(sla_rms) < 0.25, sla_rms
+    # Mesoscale amplitudes: SLA rms of a few to tens of cm, eddy speeds of tenths of m/s.
+    assert 0.03 < np.mean(sla_rms) < 0.6 and 0.005 < np.mean(eke) < 0.2
 
 
 # ---------------------------------------------------------------- caching and packaging
@@ -287,7 +321,8 @@ def test_imports_do_not_need_jax() -> None:
     code = _BLOCK_JAX + (
         "import earthcast, earthcast.datasets, earthcast.datasets.sim\n"
         "from earthcast.datasets.sim import held_suarez, qg_ocean, demo\n"
-        "assert sys.modules['jax'] is None and 'dinosaur' not in sys.modules and 'pyqg_jax' not in sys.modules\n"
+        "assert sys.modules['jax'] is None\n"
+        "assert 'dinosaur' not in sys.modules and 'pyqg_jax' not in sys.modules\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr

@@ -28,6 +28,7 @@ import pandas as pd
 import xarray as xr
 
 from earthcast.datasets.sim._lazy import require
+from earthcast.datasets.sim.vertical import hydrostatic_geopotential, interp_in_log_sigma
 from earthcast.grids import wb2_grid
 
 GENERATOR_VERSION = "held-suarez-1"
@@ -79,7 +80,8 @@ class HeldSuarezConfig:
     def __post_init__(self) -> None:
         if self.max_wavenumber not in _GAUSSIAN_NODES:
             raise ValueError(
-                f"max_wavenumber={self.max_wavenumber} is not supported; use one of {sorted(_GAUSSIAN_NODES)}."
+                f"max_wavenumber={self.max_wavenumber} is not supported; "
+                f"use one of {sorted(_GAUSSIAN_NODES)}."
             )
         if (self.output_hours * 60) % self.time_step_minutes:
             raise ValueError(
@@ -107,50 +109,6 @@ class HeldSuarezConfig:
     def steps_per_day(self) -> int:
         """Model steps per simulated day."""
         return 24 * 60 // self.time_step_minutes
-
-
-def _interp_in_log_sigma(jnp: Any, field: Any, log_sigma: np.ndarray, target: Any) -> Any:
-    """Linear interpolation along the first axis, in ln σ, with linear extrapolation past either end.
-
-    Args:
-        field: (K, X, Y) values at the sigma-level centres.
-        log_sigma: (K,) ascending ln σ of the centres.
-        target: (P, X, Y) ln σ wanted in each column, ln(p / pₛ).
-
-    Returns:
-        (P, X, Y) interpolated values.
-    """
-    upper = jnp.clip(jnp.searchsorted(log_sigma, target), 1, log_sigma.size - 1)
-    x0, x1 = jnp.asarray(log_sigma)[upper - 1], jnp.asarray(log_sigma)[upper]
-    f0 = jnp.take_along_axis(field, upper - 1, axis=0)
-    f1 = jnp.take_along_axis(field, upper, axis=0)
-    return f0 + (target - x0) / (x1 - x0) * (f1 - f0)
-
-
-def _hydrostatic_geopotential(
-    jnp: Any, geopotential: Any, temperature: Any, log_sigma: np.ndarray, target: Any, gas_constant: float
-) -> Any:
-    """Geopotential at ``target`` by integrating dΦ = −R T d ln p up from the centre just below it.
-
-    T is taken linear in ln σ between centres, so Φ is the trapezoid rule of the model's own hydrostatic
-    discretisation (dinosaur integrates centre to centre with the trapezoid rule in ln σ): the result is
-    exact for the model's layers, with no interpolation error in Φ itself.
-
-    Args:
-        geopotential: (K, X, Y) Φ at the sigma-level centres.
-        temperature: (K, X, Y) T at the centres (same nondimensional units as ``gas_constant``).
-        log_sigma: (K,) ascending ln σ of the centres.
-        target: (P, X, Y) ln σ of the target pressures in each column.
-        gas_constant: R in the model's units.
-
-    Returns:
-        (P, X, Y) geopotential.
-    """
-    below = jnp.clip(jnp.searchsorted(log_sigma, target), 1, log_sigma.size - 1)
-    phi_below = jnp.take_along_axis(geopotential, below, axis=0)
-    t_below = jnp.take_along_axis(temperature, below, axis=0)
-    t_target = _interp_in_log_sigma(jnp, temperature, log_sigma, target)
-    return phi_below + gas_constant * (jnp.asarray(log_sigma)[below] - target) * (t_below + t_target) / 2
 
 
 class HeldSuarezModel:
@@ -275,14 +233,14 @@ class HeldSuarezModel:
         log_sigma_target = jnp.log(p_target[:, None, None] / surface_pressure)
         log_sigma = np.log(np.asarray(self.coords.vertical.centers, dtype=np.float64))
         on_levels = {
-            "geopotential": _hydrostatic_geopotential(
+            "geopotential": hydrostatic_geopotential(
                 jnp, geopotential, temperature, log_sigma, log_sigma_target, self.specs.R
             )
             * s["geopotential"],
-            "temperature": _interp_in_log_sigma(jnp, temperature, log_sigma, log_sigma_target)
+            "temperature": interp_in_log_sigma(jnp, temperature, log_sigma, log_sigma_target)
             * s["temperature"],
-            "u_component_of_wind": _interp_in_log_sigma(jnp, u, log_sigma, log_sigma_target) * s["velocity"],
-            "v_component_of_wind": _interp_in_log_sigma(jnp, v, log_sigma, log_sigma_target) * s["velocity"],
+            "u_component_of_wind": interp_in_log_sigma(jnp, u, log_sigma, log_sigma_target) * s["velocity"],
+            "v_component_of_wind": interp_in_log_sigma(jnp, v, log_sigma, log_sigma_target) * s["velocity"],
         }
         out = {name: jnp.swapaxes(field, -1, -2) for name, field in on_levels.items()}
         out["surface_pressure"] = jnp.swapaxes(surface_pressure[0] * s["pressure"], -1, -2)
@@ -331,7 +289,7 @@ class HeldSuarezModel:
         return xr.Dataset(data_vars, coords=self.coords_for(self.times(first, count)))
 
     def coords_for(self, times: np.ndarray) -> dict[str, Any]:
-        """WB2 coordinates: time, level (int64 hPa, ascending), latitude and longitude (float64, ascending)."""
+        """WB2 coordinates: time, level (int64 hPa, ascending), latitude, longitude (float64, ascending)."""
         return {
             "time": ("time", times),
             "level": ("level", np.asarray(self.config.pressure_levels_hpa, dtype=np.int64), {"units": "hPa"}),
@@ -340,7 +298,7 @@ class HeldSuarezModel:
         }
 
     def static_dataset(self) -> xr.Dataset:
-        """Static fields without a time dimension: an all-ocean land-sea mask and flat surface geopotential."""
+        """Static fields without a time dimension: all-ocean land-sea mask, flat surface geopotential."""
         zeros = np.zeros(self.grid.shape, dtype=np.float32)
         return xr.Dataset(
             {name: (("latitude", "longitude"), zeros, _VARIABLE_ATTRS[name]) for name in STATIC_VARIABLES}

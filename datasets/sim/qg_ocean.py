@@ -282,14 +282,14 @@ class QGOceanModel:
             ),
             "parameters": (
                 f"f0={cfg.f0:.4e} 1/s, beta={cfg.beta:.4e} 1/(m s), Rd={cfg.deformation_radius_m:g} m, "
-                f"H1={cfg.upper_layer_depth_m:g} m, H1/H2={cfg.layer_depth_ratio:g}, dt={cfg.time_step_seconds:g} s"
+                f"H1={cfg.upper_layer_depth_m:g} m, H1/H2={cfg.layer_depth_ratio:g}, "
+                f"dt={cfg.time_step_seconds:g} s"
             ),
             "grid": (
                 f"{cfg.n_lat}x{cfg.n_lon} cells of {cfg.spacing_deg} deg centred at {cfg.center_lat}N; "
                 "longitude spacing uses the metric at the central latitude (beta-plane)"
             ),
-            "land_patch": f"lat {cfg.land_patch[0]}..{cfg.land_patch[1]}, lon {cfg.land_patch[2]}..{cfg.land_patch[3]} "
-            "masked to NaN in the output only",
+            "land_patch": "lat {}..{}, lon {}..{} masked to NaN in the output only".format(*cfg.land_patch),
             "spinup_days": int(cfg.spinup_days),
             "calendar_note": f"fake calendar: first output at {cfg.start_time}, {cfg.output_hours}-hourly",
             "generator_version": GENERATOR_VERSION,
@@ -304,7 +304,7 @@ def generate_qg_ocean(
     block_outputs: int = 73,
     on_days: Callable[[float], None] | None = None,
 ) -> Iterator[xr.Dataset]:
-    """Spin up, then yield ``n_outputs`` outputs as consecutive datasets (first one with statics and attrs)."""
+    """Spin up, then yield ``n_outputs`` outputs as consecutive datasets (the first with statics, attrs)."""
     if n_outputs < 1:
         raise ValueError(f"n_outputs={n_outputs} must be at least 1.")
     model = QGOceanModel(config, block_outputs=block_outputs)

@@ -1,0 +1,77 @@
+"""Area-weighted, masked training loss and WB2-style RMSE accumulation.
+
+Latitude weights are WeatherBench2's cell-area weights (:func:`earthcast.scoring.weights.latitude_weights`,
+mean 1 over rows). Masked points (mask 0, e.g. land in an ocean store) contribute nothing and are left out
+of the normalisation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+
+from earthcast.datasets.channels import ChannelManifest
+from earthcast.scoring.weights import latitude_weights
+
+
+def area_weights(manifest: ChannelManifest) -> torch.Tensor:
+    """(H,) float32 WB2 cell-area weights of the manifest's latitudes (mean 1)."""
+    return torch.from_numpy(latitude_weights(manifest.latitude)).float()
+
+
+def channel_weights(manifest: ChannelManifest, variable_weights: Mapping[str, float] | None) -> torch.Tensor:
+    """(C,) loss weight per state channel. Keys may be channel names (``temperature_850``) or variables
+    (``temperature``, applied to every level); a channel name wins over its variable. Default 1."""
+    weights = dict(variable_weights or {})
+    names = manifest.names("state")
+    variables = {c.variable for c in manifest.state}
+    unknown = sorted(k for k in weights if k not in names and k not in variables)
+    if unknown:
+        raise ValueError(
+            f"variable_weights has keys {unknown} that match no state channel; use channel names {names} "
+            f"or variables {sorted(variables)}"
+        )
+    values = [float(weights.get(c.name, weights.get(c.variable, 1.0))) for c in manifest.state]
+    if any(v < 0 for v in values):
+        raise ValueError(f"variable_weights must be >= 0, got {weights}")
+    return torch.tensor(values, dtype=torch.float32)
+
+
+def weighted_mse(
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    lat_weights: torch.Tensor,
+    chan_weights: torch.Tensor,
+    mask: torch.Tensor,
+) -> torch.Tensor:
+    """Σ w_c w_h m (pred − target)² / (Σ_c w_c · Σ_{b,h,w} w_h m · K).
+
+    Args:
+        pred, target: (B, K, C, H, W) (or (B, C, H, W), treated as K = 1).
+        lat_weights: (H,); chan_weights: (C,); mask: (B, H, W), 1 = valid.
+
+    Returns:
+        A scalar in the dtype of ``pred``: the per-step, per-channel weighted mean squared error.
+    """
+    if pred.dim() == 4:
+        pred, target = pred[:, None], target[:, None]
+    err = (pred - target).square()  # (B, K, C, H, W)
+    point = lat_weights.to(err.dtype)[None, :, None] * mask.to(err.dtype)  # (B, H, W)
+    per_channel = (err * point[:, None, None]).sum(dim=(0, 1, 3, 4))  # (C,)
+    cw = chan_weights.to(err.dtype)
+    return (per_channel * cw).sum() / (cw.sum() * point.sum() * pred.shape[1]).clamp_min(1e-12)
+
+
+def squared_error_sums(
+    pred: torch.Tensor, target: torch.Tensor, lat_weights: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
+    """(K, C) sum over the batch of each sample's area-weighted, masked spatial mean squared error.
+
+    Divide by the number of samples and take the square root for WB2's RMSE (sqrt of the time-mean MSE).
+    pred, target: (B, K, C, H, W) in physical units; mask (B, H, W).
+    """
+    err = (pred.double() - target.double()).square()
+    point = lat_weights.double()[None, :, None] * mask.double()  # (B, H, W)
+    spatial = (err * point[:, None, None]).sum(dim=(-2, -1)) / point.sum(dim=(-2, -1))[:, None, None]
+    return spatial.sum(dim=0)
