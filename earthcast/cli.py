@@ -13,6 +13,11 @@ import sys
 from collections.abc import Sequence
 
 COMMANDS: dict[str, tuple[str, str]] = {
+    "train": (
+        "earthcast.commands.train",
+        "fit | validate | test | predict: the LightningCLI (stacked --config files, see configs/)",
+    ),
+    "config": ("earthcast.commands.config", "config check CONFIG…: validate a training config before a long run"),
     "data": ("earthcast.commands.data", "make the embedded demo data, inspect stores, compute statistics"),
     "score": (
         "earthcast.commands.score",

@@ -18,7 +18,8 @@ def _demo(args: argparse.Namespace) -> int:
     path = ensure_demo_store(
         args.kind, years=args.years, seed=args.seed, force=args.force, cache_dir=args.cache_dir
     )
-    print(path)
+    _describe(str(path))
+    print(f"\nDemo store ready: {path}")
     return 0
 
 
@@ -30,15 +31,21 @@ def _grid_name(lat: np.ndarray, lon: np.ndarray) -> str:
 
 
 def _info(args: argparse.Namespace) -> int:
+    _describe(args.store)
+    return 0
+
+
+def _describe(store: str) -> None:
+    """Print the grid, time axis, levels and variables of a store as earthcast sees it."""
     from earthcast.datasets.store import open_store
     from earthcast.datasets.windows import store_spacing
 
-    ds = open_store(args.store)
+    ds = open_store(store)
     times = ds["time"].values if "time" in ds.dims else None
-    print(f"store     {args.store}")
+    print(f"store     {store}")
     print(f"grid      {_grid_name(ds['latitude'].values, ds['longitude'].values)}")
     if times is not None:
-        spacing = store_spacing(times, where=args.store)
+        spacing = store_spacing(times, where=store)
         print(
             f"time      {pd.Timestamp(times[0])} … {pd.Timestamp(times[-1])}, {times.size} steps every {spacing}"
         )
@@ -46,7 +53,6 @@ def _info(args: argparse.Namespace) -> int:
         print(f"levels    {[int(x) for x in ds['level'].values]}")
     for name, da in ds.data_vars.items():
         print(f"  {name:<36} {da.attrs.get('units', '?'):<14} {dict(da.sizes)}")
-    return 0
 
 
 def _stats(args: argparse.Namespace) -> int:

@@ -10,6 +10,7 @@ data raises :class:`IncompatibleCheckpointError` listing the differences.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -50,7 +51,14 @@ def _stats(value: Mapping | NormStats | None) -> NormStats:
             "ForecastModule needs normalisation statistics: pass stats=datamodule.stats.to_dict() or link "
             'them in the CLI (link_arguments("data.stats", "model.stats", apply_on="instantiate"))'
         )
-    return value if isinstance(value, NormStats) else NormStats.from_dict(dict(value))
+    stats = value if isinstance(value, NormStats) else NormStats.from_dict(dict(value))
+    bad = [name for name, values in stats.to_dict().items() if not all(math.isfinite(v) for v in values)]
+    if bad:
+        raise ValueError(
+            f"normalisation statistics {bad} contain NaN/Inf: the training split is probably empty or all "
+            "masked; widen data.train or check the store"
+        )
+    return stats
 
 
 class ForecastModule(L.LightningModule):
@@ -80,8 +88,8 @@ class ForecastModule(L.LightningModule):
         model: str = "tritoncast",
         size: str = "tiny",
         model_settings: dict[str, Any] | None = None,
-        manifest: dict[str, Any] | None = None,
-        stats: dict[str, Any] | None = None,
+        manifest: dict[str, Any] | ChannelManifest | None = None,
+        stats: dict[str, Any] | NormStats | None = None,
         n_input: int = 1,
         lr: float = 1e-3,
         weight_decay: float = 0.05,

@@ -1,0 +1,285 @@
+"""``earthcast fit|validate|test|predict``: the LightningCLI over :class:`ForecastModule` and :class:`WB2DataModule`.
+
+Configs stack (``--config base.yaml --config ablations/no_core.yaml``); the data module's channel manifest and
+normalisation statistics (which carry the grid) are linked into the model at instantiation, and ``data.n_input``
+into ``model.n_input`` at parse time, so a config never repeats them. Defaults that a config may replace: a
+TensorBoard logger under ``trainer.default_root_dir`` (``outputs/``), a Rich progress bar,
+``ModelCheckpoint(save_last=True)``, a learning-rate monitor and ``seed_everything: 42``; the resolved config
+is saved as ``config.yaml`` next to the logs. Every checkpoint is self-describing (see :class:`RunMetadata`).
+
+Extras over plain LightningCLI:
+
+- ``data.store: demo:atmosphere`` / ``demo:ocean`` names the embedded demo store (generated on first use);
+  the saved config keeps the portable ``demo:`` form.
+- ``--ckpt_path last`` finds the newest ``last.ckpt`` under ``trainer.default_root_dir`` (Lightning alone
+  only looks in the new run's own version folder, so it would silently start from scratch).
+- ``--ckpt_path`` is checked before anything is built: a missing, truncated or foreign file, or one trained
+  on other channels, grid or statistics, gives an error that names the problem and the fix.
+- Checkpoints load with ``weights_only=True`` (they hold only tensors and plain Python types).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar, RichProgressBar
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.loggers import TensorBoardLogger
+
+import earthcast
+from earthcast.datasets.channels import ChannelManifest
+from earthcast.datasets.datamodule import WB2DataModule
+from earthcast.datasets.statistics import NormStats
+from earthcast.grids import WB2_GRIDS, grid_mismatch
+from earthcast.training import ForecastModule, IncompatibleCheckpointError
+
+DEMO_PREFIX = "demo:"
+DEFAULT_ROOT_DIR = "outputs"
+DEFAULT_SEED = 42
+LINKED_FROM_DATA = ("manifest", "stats", "n_input")
+"""ForecastModule arguments that the CLI links from the data module."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, unreadable, or was not written by earthcast."""
+
+
+def resolve_store(store: str, *, generate: bool = True) -> str:
+    """The path of a store value: ``demo:atmosphere`` / ``demo:ocean`` become the cached demo store (made on
+    first use when ``generate``), anything else is returned unchanged."""
+    if not str(store).startswith(DEMO_PREFIX):
+        return str(store)
+    from earthcast.datasets.sim.demo import demo_store_path, ensure_demo_store
+
+    kind = str(store)[len(DEMO_PREFIX) :]
+    if kind not in ("atmosphere", "ocean"):
+        raise ValueError(f"unknown demo store {store!r}; use 'demo:atmosphere' or 'demo:ocean'")
+    return str(ensure_demo_store(kind) if generate else demo_store_path(kind))  # type: ignore[arg-type]
+
+
+def find_last_checkpoint(root: str | os.PathLike) -> Path | None:
+    """The most recently written ``last*.ckpt`` anywhere under ``root``, or None."""
+    candidates = [p for p in Path(root).rglob("last*.ckpt") if p.is_file()]
+    return max(candidates, key=lambda p: p.stat().st_mtime) if candidates else None
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Load a checkpoint with ``weights_only=True`` (memory-mapped, so large files cost little) and check
+    that it carries earthcast metadata. Raises :class:`CheckpointError` naming the problem and the fix."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint file at {str(path)!r}; check the path (or use --ckpt_path last)")
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(
+            f"{str(path)!r} is not a readable PyTorch checkpoint (truncated or corrupt: "
+            f"{path.stat().st_size} bytes, no zip directory). It was probably cut off while being written; "
+            "use an earlier checkpoint, e.g. the epoch=…-step=….ckpt next to it."
+        )
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as err:  # torch raises RuntimeError/UnpicklingError/EOFError for damaged files
+        raise CheckpointError(
+            f"{str(path)!r} could not be loaded with weights_only=True ({type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else ''}). The file is damaged or holds arbitrary Python "
+            "objects; use a checkpoint written by `earthcast fit`."
+        ) from err
+    if not isinstance(checkpoint, dict) or "earthcast" not in checkpoint or "state_dict" not in checkpoint:
+        raise CheckpointError(
+            f"{str(path)!r} is a PyTorch file but not an earthcast checkpoint (no 'earthcast' metadata "
+            "with the channel manifest and statistics); use a checkpoint written by `earthcast fit`."
+        )
+    return checkpoint
+
+
+def grid_name(manifest: ChannelManifest) -> str | None:
+    """The WB2 name of the manifest's grid (e.g. ``64x32_equiangular_conservative``), or None if custom."""
+    for name, grid in WB2_GRIDS.items():
+        if not grid_mismatch(manifest.latitude, manifest.longitude, grid.latitude, grid.longitude):
+            return name
+    return None
+
+
+class RunMetadata(Callback):
+    """Adds the run's config, the earthcast version and the grid to every checkpoint's ``"earthcast"`` entry
+    (next to the manifest, statistics and model settings that :class:`ForecastModule` stores). Everything is
+    plain Python, so checkpoints load with ``weights_only=True``.
+
+    Args:
+        config: the resolved CLI config of the run (plain dict, link targets left out).
+    """
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.config = config
+
+    def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict) -> None:
+        manifest: ChannelManifest = pl_module.manifest
+        checkpoint.setdefault("earthcast", {}).update(
+            config=self.config,
+            version=earthcast.__version__,
+            grid={"name": grid_name(manifest), "shape": list(manifest.grid_shape)},
+        )
+
+
+def _has(callbacks: Sequence[Callback], kind: type) -> bool:
+    return any(isinstance(c, kind) for c in callbacks)
+
+
+class EarthcastCLI(LightningCLI):
+    """LightningCLI with earthcast's links, defaults, demo stores and checkpoint checks (module docstring).
+
+    Args:
+        args: command-line arguments starting with the subcommand (``["fit", "--config", "a.yaml"]``).
+        parse_only: parse and check the arguments but build nothing (used by ``earthcast config check``).
+    """
+
+    def __init__(self, args: Sequence[str] | None = None, *, parse_only: bool = False, **kwargs: Any) -> None:
+        self.parse_only = parse_only
+        kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        super().__init__(
+            ForecastModule,
+            WB2DataModule,
+            seed_everything_default=DEFAULT_SEED,
+            trainer_defaults={"default_root_dir": DEFAULT_ROOT_DIR},
+            args=list(args) if args is not None else None,
+            **kwargs,
+        )
+
+    # ------------------------------------------------------------------ parsing
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.link_arguments("data.n_input", "model.n_input")
+        parser.link_arguments("data.manifest", "model.manifest", lambda m: m.to_dict(), apply_on="instantiate")
+        parser.link_arguments("data.stats", "model.stats", lambda s: s.to_dict(), apply_on="instantiate")
+        if "weights_only" in {a.dest for a in parser._actions}:
+            parser.set_defaults(weights_only=True)
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        super().parse_arguments(parser, args)
+        sub = self.config.get("subcommand")
+        if not sub or self.config[sub].get("ckpt_path") is None:
+            return
+        cfg = self.config[sub]
+        if cfg.ckpt_path == "last":
+            root = cfg.trainer.default_root_dir or DEFAULT_ROOT_DIR
+            found = find_last_checkpoint(root)
+            if found is None:
+                if sub != "fit":
+                    raise CheckpointError(
+                        f"--ckpt_path last: no last.ckpt under {root!r}; train first with `earthcast fit` or "
+                        "pass the checkpoint's path"
+                    )
+                print(f"earthcast {sub}: no last.ckpt under {root!r} yet; starting a new run", file=sys.stderr)
+                cfg.ckpt_path = None
+                return
+            print(f"earthcast {sub}: resuming from {found}", file=sys.stderr)
+            cfg.ckpt_path = str(found)
+        self.checkpoint = read_checkpoint(cfg.ckpt_path)
+
+    def _parse_ckpt_path(self) -> None:
+        """Take the model's settings from the checkpoint (as LightningCLI does), except the values linked from
+        the data (manifest, statistics, n_input): those always come from the data and are compared with the
+        checkpoint's in :meth:`instantiate_classes`."""
+        checkpoint = getattr(self, "checkpoint", None)
+        if checkpoint is None:
+            return
+        hparams = {
+            k: v
+            for k, v in checkpoint.get("hyper_parameters", {}).items()
+            if k not in LINKED_FROM_DATA and not k.startswith("_")
+        }
+        if hparams:
+            self.config = self.parser.parse_object({self.config.subcommand: {"model": hparams}}, self.config)
+
+    # ------------------------------------------------------------------ instantiation
+    def _set_seed(self) -> None:
+        if not self.parse_only:
+            super()._set_seed()
+
+    def instantiate_classes(self) -> None:
+        """As LightningCLI, but with ``demo:`` stores resolved for instantiation only (the saved config keeps
+        the portable form), and the checkpoint checked against the data before the Trainer runs."""
+        if self.parse_only:
+            return
+        resolved = self.config.clone()
+        sub = self.subcommand
+        data = resolved[sub].data if sub else resolved.data
+        data.store = resolve_store(data.store)
+        self.config_init = self.parser.instantiate_classes(resolved)
+        self.datamodule = self._get(self.config_init, "data")
+        self.model = self._get(self.config_init, "model")
+        self._add_configure_optimizers_method_to_model(self.subcommand)
+        checkpoint = getattr(self, "checkpoint", None)
+        if checkpoint is not None:
+            saved = checkpoint["earthcast"]
+            try:
+                self.model.check_compatible(
+                    ChannelManifest.from_dict(saved["manifest"]), NormStats.from_dict(saved["stats"])
+                )
+            except IncompatibleCheckpointError as err:
+                raise IncompatibleCheckpointError(f"--ckpt_path {self._ckpt_path()}: {err}") from None
+        self.trainer = self.instantiate_trainer()
+
+    def _ckpt_path(self) -> str | None:
+        return self.config[self.subcommand].get("ckpt_path") if self.subcommand else None
+
+    def _resumed_version(self) -> tuple[str, str, int] | None:
+        """(save_dir, name, version) when ``fit`` resumes from ``<save_dir>/<name>/version_<n>/checkpoints/``,
+        so logs, checkpoints and best-k tracking continue in the run's own folder."""
+        path = self._ckpt_path() if self.subcommand == "fit" else None
+        if path is None:
+            return None
+        folder = Path(path).resolve().parent
+        run = folder.parent
+        if folder.name != "checkpoints" or not run.name.startswith("version_") or not run.name[8:].isdigit():
+            return None
+        return str(run.parent.parent), run.parent.name, int(run.name[8:])
+
+    def _run_config(self) -> dict[str, Any]:
+        """The resolved config of this run as plain Python (link targets such as the manifest left out)."""
+        dumped = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
+        return dumped[self.subcommand] if self.subcommand else dumped
+
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> Trainer:
+        """Add the default callbacks unless the config already has one of the same kind."""
+        configured = list(config.get("callbacks") or []) + list(callbacks)
+        resumed = self._resumed_version()
+        if resumed is not None and config.get("logger") in (None, True):
+            save_dir, name, version = resumed
+            config["logger"] = TensorBoardLogger(save_dir=save_dir, name=name, version=version)
+        if config.get("enable_progress_bar") is not False and not _has(configured, ProgressBar):
+            callbacks.append(RichProgressBar())
+        if config.get("enable_checkpointing") is not False and not _has(configured, ModelCheckpoint):
+            callbacks.append(ModelCheckpoint(save_last=True))
+        has_logger = config.get("logger") not in (False, [])  # None means Lightning's default TensorBoard
+        if has_logger and not _has(configured, LearningRateMonitor):
+            callbacks.append(LearningRateMonitor(logging_interval="step"))
+        callbacks.append(RunMetadata(self._run_config()))
+        return super()._instantiate_trainer(config, callbacks)
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        if not self.parse_only:
+            super()._run_subcommand(subcommand)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``earthcast fit|validate|test|predict …``; ``argv`` starts with the subcommand."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        EarthcastCLI(args)
+    except SystemExit as stop:  # argument errors (jsonargparse prints them) and --help
+        return stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 2)
+    except (ValueError, FileNotFoundError, RuntimeError, ImportError) as err:
+        if os.environ.get("EARTHCAST_DEBUG"):
+            raise
+        name = args[0] if args else "fit"
+        message = err.args[0] if err.args else repr(err)
+        print(f"earthcast {name}: error: {message}\n(set EARTHCAST_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 2
+    return 0

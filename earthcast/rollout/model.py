@@ -1,0 +1,122 @@
+"""Adapter from a trained :class:`~earthcast.training.ForecastModule` checkpoint to one model step.
+
+``StepModel`` holds the evaluation weights (the EMA copy when the run kept one), the normaliser, the
+channel manifest and the model step. ``StepModel.step`` maps normalised states to the next normalised state,
+exactly as :func:`earthcast.training.forecaster.rollout` calls the predictor during training.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from earthcast.datasets.channels import ChannelManifest
+from earthcast.datasets.statistics import NormStats
+from earthcast.training import ForecastModule, IncompatibleCheckpointError
+
+
+def file_sha256(path: str | os.PathLike, block: int = 1 << 22) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass
+class StepModel:
+    """One step of a trained forecast model on normalised fields.
+
+    Attributes:
+        net: the one-step predictor ``net(state (B, N, C, H, W), static (B, S, H, W), forcings
+            (B, N + 1, F, H, W), time (B,) int64 ns) -> (B, C, H, W)``, in eval mode.
+        module: the loaded ForecastModule (normaliser buffers live on ``device``).
+        manifest, stats: channels, grid, step and normalisation statistics of the checkpoint.
+        n_input: input time steps N.
+        device: where the model runs.
+        checkpoint_sha256: hash of the checkpoint file (the run identity uses it).
+        model_info: the checkpoint's model description (name, size, settings, n_input).
+    """
+
+    net: torch.nn.Module
+    module: ForecastModule
+    manifest: ChannelManifest
+    stats: NormStats
+    n_input: int
+    device: torch.device
+    checkpoint_sha256: str
+    model_info: dict
+
+    @property
+    def step(self) -> np.timedelta64:
+        """The model step as a timedelta64[ns]."""
+        return np.timedelta64(int(self.module.step_ns), "ns")
+
+    def normalize_state(self, x: torch.Tensor) -> torch.Tensor:
+        """Physical -> normalised, (..., C, H, W)."""
+        return self.module.normalizer.normalize_state(x)
+
+    def denormalize_state(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised -> physical, (..., C, H, W)."""
+        return self.module.normalizer.denormalize_state(x)
+
+    def normalize_static(self, x: torch.Tensor) -> torch.Tensor:
+        """Physical -> normalised static fields, (..., S, H, W)."""
+        return self.module.normalizer.normalize_static(x)
+
+    @torch.no_grad()
+    def step_once(
+        self, window: torch.Tensor, static: torch.Tensor, forcings: torch.Tensor, valid_ns: torch.Tensor
+    ) -> torch.Tensor:
+        """Next normalised state (B, C, H, W) from the window (B, N, C, H, W) of normalised states,
+        normalised statics (B, S, H, W), forcings (B, N + 1, F, H, W) at the input times and the target
+        time, and the target valid times (B,) int64 ns."""
+        return self.net(window, static, forcings, valid_ns).float()
+
+
+def load_step_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> StepModel:
+    """Load a ForecastModule checkpoint for inference.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: the file is not a readable checkpoint (truncated, corrupt, not a torch file).
+        IncompatibleCheckpointError: the checkpoint was not written by ForecastModule.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"No checkpoint at {str(path)!r}; pass the .ckpt written by `earthcast fit`.")
+    dev = torch.device(device)
+    try:
+        module = ForecastModule.load_from_checkpoint(path, map_location=dev, weights_only=True)
+    except IncompatibleCheckpointError:
+        raise
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, KeyError, OSError) as err:
+        raise ValueError(
+            f"{str(path)!r} is not a readable earthcast checkpoint ({type(err).__name__}: {err}). The file is "
+            "truncated or corrupt: copy it again, or use another checkpoint (e.g. last.ckpt)."
+        ) from err
+    module.eval()
+    hp = module.hparams
+    return StepModel(
+        net=module.eval_model.eval(),
+        module=module,
+        manifest=module.manifest,
+        stats=module.stats,
+        n_input=int(module.hparams.n_input),
+        device=dev,
+        checkpoint_sha256=file_sha256(path),
+        model_info={
+            "name": hp.model,
+            "size": hp.size,
+            "settings": dict(hp.model_settings),
+            "n_input": int(hp.n_input),
+        },
+    )
