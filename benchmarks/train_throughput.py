@@ -4,12 +4,14 @@ Part 1: samples/s of full training steps (forward, backward, AdamW step) for the
 at 64x32 and 240x121 (8 state, 3 static, 3 forcing channels; one input step).
 
 Part 2: peak memory of a K=8 autoregressive unroll (forward + backward) in four modes, side by side:
-plain, per-step gradient checkpointing, offload of saved activations (``save_on_cpu``) and both.
+plain, per-step gradient checkpointing, offload of saved activations (``save_on_cpu``) and both
+(``--quick`` skips offload without checkpointing).
 
 Memory is the peak *resident set size* increase during the measured steps: each measurement runs in its
 own forked process, which resets its RSS high-water mark (``/proc/self/clear_refs``), reads its RSS
-(psutil) just before the steps and its high-water mark (``VmHWM`` in ``/proc/self/status``) after them. tracemalloc cannot see torch's
-CPU allocations, hence RSS. On CUDA (``--device cuda``) memory is ``torch.cuda.max_memory_allocated``.
+(psutil) just before the steps and its high-water mark (``VmHWM`` in ``/proc/self/status``) after them.
+tracemalloc cannot see torch's CPU allocations, hence RSS. On CUDA (``--device cuda``) memory is
+``torch.cuda.max_memory_allocated``.
 
 On a CPU-only machine offload moves saved tensors from host memory to host memory: it cannot reduce the
 peak, so the offload bar (checkpoint+offload below checkpoint alone) fails there by construction and the
@@ -130,7 +132,7 @@ def main() -> None:
         importlib.import_module(name)  # imported once, before the workers fork
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small grids and few steps (< 60 s)")
+    parser.add_argument("--quick", action="store_true", help="64x32 only, few steps (< 60 s)")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     args = parser.parse_args()
@@ -140,23 +142,25 @@ def main() -> None:
         "backend": "reference" if args.device == "cpu" else None,
     }
 
-    sizes_grids = [("tiny", "64x32"), ("small", "64x32"), ("tiny", "240x121")]
+    sizes_grids = [("tiny", "64x32"), ("small", "64x32")]
     if not args.quick:
-        sizes_grids.append(("small", "240x121"))
-    steps = 2 if args.quick else 4
+        sizes_grids += [("tiny", "240x121"), ("small", "240x121")]
+    steps = 1 if args.quick else 4
     throughput_jobs = [
         base
         | {"label": f"{size} {grid}", "size": size, "grid": grid, "batch": 2, "rollout": 1, "checkpoint": False,
            "offload": False, "warmup": 1, "steps": steps}
         for size, grid in sizes_grids
     ]  # fmt: skip
-    mem_grid, mem_batch = ("64x32", 8) if args.quick else ("240x121", 2)
+    mem_grid, mem_batch = ("64x32", 4) if args.quick else ("240x121", 2)
     modes = {
         "plain": (False, False),
         "checkpoint": (True, False),
         "offload": (False, True),
         "both": (True, True),
     }
+    if args.quick:
+        del modes["offload"]  # offload without checkpointing: full runs only
     memory_jobs = [
         base
         | {"label": f"K=8 {mode}", "size": "tiny", "grid": mem_grid, "batch": mem_batch, "rollout": 8,
@@ -182,9 +186,11 @@ def main() -> None:
     if args.device == "cpu":
         print(
             "note: on CPU, offload (save_on_cpu) keeps saved activations in the same host memory, so it cannot "
-            "lower the peak and this bar cannot pass by construction; run with --device cuda to check it."
+            "lower the peak: the ratio below is noise around 1 and the bar is reported FAIL by construction; run "
+            "with --device cuda to check it."
         )
-    offload_ok = offload_ratio < 1.0
+    # on CPU the ratio is measurement noise around 1, so the bar is not met whatever the noise says
+    offload_ok = offload_ratio < 1.0 and args.device == "cuda"
     print(f"BAR ckpt_memory_reduction_k8 {reduction:.2f} >= 3 {'PASS' if reduction >= 3 else 'FAIL'}")
     print(f"BAR offload_memory_vs_ckpt {offload_ratio:.2f} < 1.0 {'PASS' if offload_ok else 'FAIL'}")
 

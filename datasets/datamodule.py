@@ -197,12 +197,16 @@ class WB2DataModule(L.LightningDataModule):
         workers = self.hparams["num_workers"]
         return EpochLoader(
             self.stream(split),
-            epoch_fn=(lambda: self.trainer.current_epoch) if self.trainer is not None else None,
+            epoch_fn=self._epoch if self.trainer is not None else None,
             batch_size=None,
             num_workers=workers,
             multiprocessing_context=self.hparams["multiprocessing_context"] if workers > 0 else None,
             persistent_workers=workers > 0,
         )
+
+    def _epoch(self) -> int:
+        """The epoch about to run: finished epochs so far (valid before Lightning counts a resumed epoch)."""
+        return self.trainer.fit_loop.epoch_progress.current.processed
 
     def train_dataloader(self) -> EpochLoader:
         """Shuffled windows of the training split."""

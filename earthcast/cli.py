@@ -17,7 +17,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "earthcast.commands.train",
         "fit | validate | test | predict: the LightningCLI (stacked --config files, see configs/)",
     ),
-    "config": ("earthcast.commands.config", "config check CONFIG…: validate a training config before a long run"),
+    "config": (
+        "earthcast.commands.config",
+        "config check CONFIG…: validate a training config before a long run",
+    ),
     "data": ("earthcast.commands.data", "make the embedded demo data, inspect stores, compute statistics"),
     "score": (
         "earthcast.commands.score",

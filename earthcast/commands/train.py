@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -76,7 +77,9 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     that it carries earthcast metadata. Raises :class:`CheckpointError` naming the problem and the fix."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"no checkpoint file at {str(path)!r}; check the path (or use --ckpt_path last)")
+        raise CheckpointError(
+            f"no checkpoint file at {str(path)!r}; check the path (or use --ckpt_path last)"
+        )
     if not zipfile.is_zipfile(path):
         raise CheckpointError(
             f"{str(path)!r} is not a readable PyTorch checkpoint (truncated or corrupt: "
@@ -97,6 +100,20 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
             "with the channel manifest and statistics); use a checkpoint written by `earthcast fit`."
         )
     return checkpoint
+
+
+def fill_climatology_source(model: Any, data: Any) -> None:
+    """For ``model.model: climatology`` with neither ``climatology_store`` nor ``truth_store`` in
+    ``model_settings``: use the data store's training split (so the baseline never sees the test period).
+    ``model``/``data`` are the parsed config sections (jsonargparse namespaces), changed in place."""
+    settings = dict(model.model_settings or {})
+    if model.model != "climatology" or {"climatology_store", "truth_store"} & set(settings):
+        return
+    from earthcast.datasets.store import open_store
+
+    times = open_store(data.store, storage_options=data.storage_options)["time"].values
+    start, end = WB2DataModule._resolve_splits(times, data.train, data.val, data.test)["train"]
+    model.model_settings = settings | {"truth_store": data.store, "start": start, "end": end}
 
 
 def grid_name(manifest: ChannelManifest) -> str | None:
@@ -143,22 +160,34 @@ class EarthcastCLI(LightningCLI):
     def __init__(self, args: Sequence[str] | None = None, *, parse_only: bool = False, **kwargs: Any) -> None:
         self.parse_only = parse_only
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
-        super().__init__(
-            ForecastModule,
-            WB2DataModule,
-            seed_everything_default=DEFAULT_SEED,
-            trainer_defaults={"default_root_dir": DEFAULT_ROOT_DIR},
-            args=list(args) if args is not None else None,
-            **kwargs,
-        )
+        with warnings.catch_warnings():
+            # args always come from earthcast.cli, which also saw sys.argv: not the mistake Lightning warns of
+            warnings.filterwarnings("ignore", message="LightningCLI's args parameter", category=UserWarning)
+            super().__init__(
+                ForecastModule,
+                WB2DataModule,
+                seed_everything_default=DEFAULT_SEED,
+                trainer_defaults={"default_root_dir": DEFAULT_ROOT_DIR},
+                args=list(args) if args is not None else None,
+                **kwargs,
+            )
 
     # ------------------------------------------------------------------ parsing
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.set_defaults({"model.model_settings": {}})
         parser.link_arguments("data.n_input", "model.n_input")
-        parser.link_arguments("data.manifest", "model.manifest", lambda m: m.to_dict(), apply_on="instantiate")
+        parser.link_arguments(
+            "data.manifest", "model.manifest", lambda m: m.to_dict(), apply_on="instantiate"
+        )
         parser.link_arguments("data.stats", "model.stats", lambda s: s.to_dict(), apply_on="instantiate")
-        if "weights_only" in {a.dest for a in parser._actions}:
-            parser.set_defaults(weights_only=True)
+
+    def _prepare_subcommand_parser(
+        self, klass: type, subcommand: str, **kwargs: Any
+    ) -> LightningArgumentParser:
+        parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
+        if "weights_only" in self._subcommand_method_arguments[subcommand]:
+            parser.set_defaults(weights_only=True)  # earthcast checkpoints hold only tensors and plain types
+        return parser
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         super().parse_arguments(parser, args)
@@ -175,10 +204,13 @@ class EarthcastCLI(LightningCLI):
                         f"--ckpt_path last: no last.ckpt under {root!r}; train first with `earthcast fit` or "
                         "pass the checkpoint's path"
                     )
-                print(f"earthcast {sub}: no last.ckpt under {root!r} yet; starting a new run", file=sys.stderr)
+                print(
+                    f"earthcast {sub}: no last.ckpt under {root!r} yet; starting a new run", file=sys.stderr
+                )
                 cfg.ckpt_path = None
                 return
-            print(f"earthcast {sub}: resuming from {found}", file=sys.stderr)
+            verb = "resuming from" if sub == "fit" else "using"
+            print(f"earthcast {sub}: {verb} {found}", file=sys.stderr)
             cfg.ckpt_path = str(found)
         self.checkpoint = read_checkpoint(cfg.ckpt_path)
 
@@ -211,6 +243,7 @@ class EarthcastCLI(LightningCLI):
         sub = self.subcommand
         data = resolved[sub].data if sub else resolved.data
         data.store = resolve_store(data.store)
+        fill_climatology_source(resolved[sub].model if sub else resolved.model, data)
         self.config_init = self.parser.instantiate_classes(resolved)
         self.datamodule = self._get(self.config_init, "data")
         self.model = self._get(self.config_init, "model")
@@ -255,10 +288,15 @@ class EarthcastCLI(LightningCLI):
             config["logger"] = TensorBoardLogger(save_dir=save_dir, name=name, version=version)
         if config.get("enable_progress_bar") is not False and not _has(configured, ProgressBar):
             callbacks.append(RichProgressBar())
-        if config.get("enable_checkpointing") is not False and not _has(configured, ModelCheckpoint):
+        smoke = bool(config.get("fast_dev_run"))  # a smoke run writes nothing
+        if (
+            not smoke
+            and config.get("enable_checkpointing") is not False
+            and not _has(configured, ModelCheckpoint)
+        ):
             callbacks.append(ModelCheckpoint(save_last=True))
         has_logger = config.get("logger") not in (False, [])  # None means Lightning's default TensorBoard
-        if has_logger and not _has(configured, LearningRateMonitor):
+        if not smoke and has_logger and not _has(configured, LearningRateMonitor):
             callbacks.append(LearningRateMonitor(logging_interval="step"))
         callbacks.append(RunMetadata(self._run_config()))
         return super()._instantiate_trainer(config, callbacks)
@@ -280,6 +318,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         name = args[0] if args else "fit"
         message = err.args[0] if err.args else repr(err)
-        print(f"earthcast {name}: error: {message}\n(set EARTHCAST_DEBUG=1 for the traceback)", file=sys.stderr)
+        print(
+            f"earthcast {name}: error: {message}\n(set EARTHCAST_DEBUG=1 for the traceback)", file=sys.stderr
+        )
         return 2
     return 0

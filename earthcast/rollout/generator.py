@@ -128,12 +128,14 @@ def _find_blowups(
     step: int,
 ) -> tuple[torch.Tensor, list[BlowUp]]:
     """Flat (B·M,) bool of live samples that blow up in z (B·M, C, H, W), and their reports."""
-    bad = ~torch.isfinite(z) | (z.abs() > bound)
+    bad = ~(z.abs() <= bound)  # True for NaN, ±Inf and |z| > bound alike
     if mask is not None:
         bad &= mask
     bad &= live[:, None, None, None]
     dead = bad.flatten(1).any(dim=1)
-    reports = []
+    reports: list[BlowUp] = []
+    if not bool(dead.any()):
+        return dead, reports
     names, lat, lon = model.manifest.names("state"), model.manifest.latitude, model.manifest.longitude
     hours = step * model.manifest.time_step_hours
     for flat in torch.nonzero(dead).flatten().tolist():
@@ -219,7 +221,9 @@ def generate(
     zero = model.normalize_state(torch.zeros(len(model.manifest.state), 1, 1, device=model.device))
     static = model.normalize_static(ic.static.to(model.device, torch.float32))
     static = static.expand(len(init_times) * m, *static.shape)
-    frames = [_forcing_frame(model, init_times, j) for j in range(state.next_step + 1 - n, state.next_step + 1)]
+    frames = [
+        _forcing_frame(model, init_times, j) for j in range(state.next_step + 1 - n, state.next_step + 1)
+    ]
     window, alive = state.window, state.alive.clone()
     for k in range(state.next_step, n_steps):
         frames.append(_forcing_frame(model, init_times, k + 1))
@@ -233,12 +237,15 @@ def generate(
             nxt = torch.zeros_like(window[:, -1])
         dead, reports = _find_blowups(nxt, live, mask, blowup_bound, model, init_times, m, k + 1)
         alive = (live & ~dead).reshape(alive.shape)
+        everyone = bool(alive.all())
         if mask is not None:
             nxt = torch.where(mask, nxt, zero)
-        nxt = torch.where(alive.flatten()[:, None, None, None], nxt, torch.zeros((), device=nxt.device))
+        if not everyone:
+            nxt = torch.where(alive.flatten()[:, None, None, None], nxt, torch.zeros((), device=nxt.device))
         fields = model.denormalize_state(nxt).reshape(len(init_times), m, *nxt.shape[1:])
-        keep = alive[:, :, None, None, None] if mask is None else alive[:, :, None, None, None] & mask
-        fields = torch.where(keep, fields, torch.full((), float("nan"), device=fields.device))
+        if mask is not None or not everyone:
+            keep = alive[:, :, None, None, None] if mask is None else alive[:, :, None, None, None] & mask
+            fields = torch.where(keep, fields, torch.full((), float("nan"), device=fields.device))
         window = torch.cat([window[:, 1:], nxt[:, None]], dim=1)
         frames.pop(0)
         yield RolloutStep(

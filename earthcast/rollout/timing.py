@@ -20,7 +20,9 @@ def _timestamp(text: str, spec: str) -> pd.Timestamp:
     try:
         return pd.Timestamp(text)
     except ValueError as err:
-        raise ValueError(f"cannot read {text!r} in --inits {spec!r} as an ISO time ({err}). {INITS_HELP}.") from err
+        raise ValueError(
+            f"cannot read {text!r} in --inits {spec!r} as an ISO time ({err}). {INITS_HELP}."
+        ) from err
 
 
 def parse_inits(spec: str) -> pd.DatetimeIndex:
@@ -54,13 +56,17 @@ def parse_inits(spec: str) -> pd.DatetimeIndex:
             raise ValueError(f"--inits {spec!r}: END {last} is before START {first}. {INITS_HELP}.")
         if freq is None:
             if first != last:
-                raise ValueError(f"--inits {spec!r} gives START and END but no FREQ (e.g. ':12h'). {INITS_HELP}.")
+                raise ValueError(
+                    f"--inits {spec!r} gives START and END but no FREQ (e.g. ':12h'). {INITS_HELP}."
+                )
             times = pd.DatetimeIndex([first])
         else:
             try:
-                step = pd.Timedelta(freq)
+                step = pd.Timedelta(re.sub(r"(\d)d$", r"\1D", freq))
             except ValueError as err:
-                raise ValueError(f"--inits {spec!r}: cannot read FREQ {freq!r} ({err}); use e.g. 12h or 1D.") from err
+                raise ValueError(
+                    f"--inits {spec!r}: cannot read FREQ {freq!r} ({err}); use e.g. 12h or 1D."
+                ) from err
             if step <= pd.Timedelta(0):
                 raise ValueError(f"--inits {spec!r}: FREQ must be positive, got {freq!r}.")
             times = pd.date_range(first, last, freq=step)
@@ -76,8 +82,9 @@ def lead_steps(lead: str | pd.Timedelta, step: pd.Timedelta, *, what: str = "--l
         ValueError: the lead is unreadable, not positive, or not a whole number of model steps (the
             message gives the nearest valid leads).
     """
+    text = re.sub(r"(\d)d$", r"\1D", lead.strip()) if isinstance(lead, str) else lead
     try:
-        duration = pd.Timedelta(lead)
+        duration = pd.Timedelta(text)
     except ValueError as err:
         raise ValueError(f"cannot read {what} {lead!r} as a duration ({err}); use e.g. 10d or 240h.") from err
     if duration <= pd.Timedelta(0):

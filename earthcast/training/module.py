@@ -81,6 +81,10 @@ class ForecastModule(L.LightningModule):
         offload_activations: keep saved activations in host memory (``save_on_cpu``).
         ema_decay: keep an exponential moving average of the weights, used for validation and prediction.
         val_steps: leads validated (default: every target lead of the validation batch).
+
+    Logged: ``train/loss``, ``train/rollout_steps``, ``val/loss`` and ``val/rmse/<channel>/<lead>h`` (WB2
+    area-weighted RMSE in physical units over the validation set, masked points excluded); ``test/...``
+    likewise.
     """
 
     def __init__(
@@ -144,10 +148,12 @@ class ForecastModule(L.LightningModule):
     def on_after_batch_transfer(
         self, batch: dict[str, torch.Tensor], dataloader_idx: int
     ) -> dict[str, torch.Tensor]:
-        """Normalise on the device; keep the physical targets as ``targets_phys``."""
+        """Normalise on the device; keep the physical targets as ``targets_phys``. Masked points (land in
+        ocean stores, filled with 0 by the data layer) are set to 0 in normalised units, the channel mean."""
         out = dict(batch)
-        out["inputs"] = self.normalizer.normalize_state(batch["inputs"].float())
-        out["targets"] = self.normalizer.normalize_state(batch["targets"].float())
+        valid = batch["mask"].float()[:, None, None]  # (B, 1, 1, H, W)
+        out["inputs"] = self.normalizer.normalize_state(batch["inputs"].float()) * valid
+        out["targets"] = self.normalizer.normalize_state(batch["targets"].float()) * valid
         out["targets_phys"] = batch["targets"]
         out["static"] = self.normalizer.normalize_static(batch["static"].float())
         return out
@@ -250,16 +256,19 @@ class ForecastModule(L.LightningModule):
 
     # ---------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["earthcast"] = {
-            "manifest": self.manifest.to_dict(),
-            "stats": self.stats.to_dict(),
-            "model": {
-                "name": self.hparams.model,
-                "size": self.hparams.size,
-                "settings": dict(self.hparams.model_settings),
-                "n_input": self.hparams.n_input,
-            },
-        }
+        # Callbacks (e.g. the CLI's run metadata) run first and may have started this entry: extend it.
+        checkpoint.setdefault("earthcast", {}).update(
+            {
+                "manifest": self.manifest.to_dict(),
+                "stats": self.stats.to_dict(),
+                "model": {
+                    "name": self.hparams.model,
+                    "size": self.hparams.size,
+                    "settings": dict(self.hparams.model_settings or {}),
+                    "n_input": self.hparams.n_input,
+                },
+            }
+        )
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         saved = checkpoint.get("earthcast")

@@ -1,0 +1,292 @@
+"""A resumable rollout run: checkpoint + truth store + inits -> WB2 by-init Zarr and online aggregates.
+
+Files for ``--out DIR/NAME.zarr``: the forecast store ``NAME.zarr``, the aggregates ``NAME_aggregates.nc``
+(written when the run completes) and the state directory ``NAME.rollout/`` (restart record and the
+accumulators' memory maps). Running the same command again resumes at the first unwritten lead and gives a
+bit-identical store; an output written by another checkpoint or configuration is refused.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from earthcast.rollout.aggregators import OnlineAggregates, write_aggregates
+from earthcast.rollout.commit import StepCommitter
+from earthcast.rollout.generator import (
+    BlowUp,
+    Ensemble,
+    InitialConditions,
+    RolloutState,
+    RolloutStep,
+    generate,
+)
+from earthcast.rollout.initial import TruthSource
+from earthcast.rollout.model import StepModel, load_step_model
+from earthcast.rollout.restart import (
+    IDENTITY_VERSION,
+    RECORD_NAME,
+    canonical,
+    identity_differences,
+    load_record,
+    save_record,
+)
+from earthcast.rollout.timing import lead_steps, parse_inits
+from earthcast.rollout.writer import RUN_ATTR, ForecastWriter, leads_axis, read_run_identity, store_template
+
+
+@dataclass(frozen=True)
+class RolloutConfig:
+    """Everything that defines a rollout run (see ``earthcast rollout --help``).
+
+    ``aggregate_leads`` are the leads where spectra are kept (default: 1, 5 and 10 days and the last lead,
+    those that are within the run and multiples of the step). ``perturbation`` is the Gaussian
+    initial-condition noise in normalised units; member 0 is the unperturbed control unless
+    ``perturb_control``.
+    """
+
+    checkpoint: str
+    data: str
+    inits: str
+    lead: str
+    out: str
+    members: int = 1
+    perturbation: float = 0.05
+    seed: int = 0
+    perturb_control: bool = False
+    batch_size: int = 4
+    aggregate_leads: tuple[str, ...] | None = None
+    blowup_bound: float = 50.0
+    device: str = "cpu"
+    progress: bool = True
+    overwrite: bool = False
+
+
+@dataclass
+class RolloutResult:
+    """Outcome: status ``"complete"`` or ``"already complete"``, output paths and any blow-ups."""
+
+    status: str
+    store: Path
+    aggregates: Path
+    blowups: list[BlowUp] = field(default_factory=list)
+    steps_computed: int = 0
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """The store, the aggregates file and the state directory of an ``--out`` path."""
+
+    store: Path
+    aggregates: Path
+    state: Path
+
+    @classmethod
+    def of(cls, out: str | os.PathLike) -> RunPaths:
+        store = Path(out).absolute()
+        stem = store.name[: -len(".zarr")] if store.name.endswith(".zarr") else store.name
+        return cls(store, store.with_name(f"{stem}_aggregates.nc"), store.with_name(f"{stem}.rollout"))
+
+    def clear_state(self) -> None:
+        """Remove the files this module writes into the state directory (nothing else)."""
+        if self.state.is_dir():
+            for item in self.state.iterdir():
+                if item.name in (RECORD_NAME, f".{RECORD_NAME}.tmp") or item.suffix == ".npy":
+                    item.unlink()
+        self.state.mkdir(parents=True, exist_ok=True)
+
+
+def _aggregate_steps(cfg: RolloutConfig, step: pd.Timedelta, n_steps: int) -> list[int]:
+    if cfg.aggregate_leads is None:
+        candidates = [pd.Timedelta(days=d) for d in (1, 5, 10)] + [n_steps * step]
+        picked = {
+            round(c / step) - 1 for c in candidates if c <= n_steps * step and c.value % step.value == 0
+        }
+        return sorted(picked)
+    steps = {lead_steps(lead, step, what="--aggregate-leads value") - 1 for lead in cfg.aggregate_leads}
+    beyond = [s + 1 for s in steps if s >= n_steps]
+    if beyond:
+        raise ValueError(
+            f"--aggregate-leads has leads beyond --lead {cfg.lead!r} ({beyond} steps); drop them or lengthen --lead."
+        )
+    return sorted(steps)
+
+
+def _identity(
+    cfg: RolloutConfig, model: StepModel, inits: pd.DatetimeIndex, n_steps: int, agg: list[int]
+) -> dict:
+    return canonical(
+        {
+            "version": IDENTITY_VERSION,
+            "checkpoint_sha256": model.checkpoint_sha256,
+            "model": model.model_info,
+            "manifest": model.manifest.to_dict(),
+            "data": os.path.abspath(cfg.data) if "://" not in cfg.data else cfg.data,
+            "inits": [str(t)[:19] for t in inits.values.astype("datetime64[s]")],
+            "lead_steps": n_steps,
+            "step_hours": model.manifest.time_step_hours,
+            "members": cfg.members,
+            "perturbation": cfg.perturbation,
+            "seed": cfg.seed,
+            "perturb_control": cfg.perturb_control,
+            "batch_size": cfg.batch_size,
+            "aggregate_steps": agg,
+            "blowup_bound": cfg.blowup_bound,
+            "device": model.device.type,
+        }
+    )
+
+
+def _check_existing(paths: RunPaths, identity: dict, overwrite: bool) -> dict | None:
+    """The restart record to resume from (None: start afresh); refuses outputs of another run."""
+    if not paths.store.exists():
+        paths.clear_state()
+        return None
+    stored = read_run_identity(paths.store)
+    if overwrite:
+        if stored is None:
+            raise FileExistsError(
+                f"{paths.store} exists and is not an earthcast rollout store; --overwrite only replaces rollout "
+                "outputs. Remove it yourself or choose another --out."
+            )
+        shutil.rmtree(paths.store)
+        paths.aggregates.unlink(missing_ok=True)
+        paths.clear_state()
+        return None
+    if stored is None:
+        raise FileExistsError(
+            f"{paths.store} exists and is not an earthcast rollout store; choose another --out."
+        )
+    record = load_record(paths.state) if paths.state.is_dir() else None
+    for what, other in (
+        ("store", stored),
+        ("restart record", None if record is None else json.loads(record["identity"])),
+    ):
+        diffs = [] if other is None else identity_differences(other, identity)
+        if diffs:
+            listing = "\n  - ".join(diffs)
+            raise FileExistsError(
+                f"{paths.store} holds a different run (its {what} differs):\n  - {listing}\nRerun with the "
+                "original checkpoint and options to resume it, choose another --out, or pass --overwrite to "
+                "replace it."
+            )
+    if record is None:
+        paths.clear_state()
+    return record
+
+
+def _mask(truth: TruthSource, model: StepModel, first: pd.DatetimeIndex) -> torch.Tensor | None:
+    if not model.manifest.masked:
+        return None
+    states = truth.initial_states(first, model.n_input)[0]
+    return torch.from_numpy(np.isfinite(states).all(axis=(0, 1)))
+
+
+def _commit(
+    writer: ForecastWriter,
+    aggregates: OnlineAggregates,
+    state_dir: Path,
+    out: RolloutStep,
+    batch: int,
+    part: slice,
+    record: dict[str, Any],
+) -> None:
+    """Put one computed step on disk: forecast region, aggregators, then the restart record."""
+    writer.write(part, out.index, out.fields.cpu().numpy())
+    aggregates.update(out, batch, part)
+    save_record(state_dir, record)
+
+
+def run_rollout(cfg: RolloutConfig) -> RolloutResult:
+    """Run (or resume) a rollout; see the module docstring for the files it writes.
+
+    Raises:
+        FileNotFoundError, ValueError, KeyError: bad checkpoint, store, inits or leads (messages name the fix).
+        FileExistsError: the output holds another run.
+    """
+    if cfg.members < 1 or cfg.batch_size < 1:
+        raise ValueError(f"--members and --batch-size must be >= 1, got {cfg.members} and {cfg.batch_size}.")
+    model = load_step_model(cfg.checkpoint, cfg.device)
+    truth = TruthSource.open(cfg.data, model.manifest)
+    inits = parse_inits(cfg.inits)
+    step = pd.Timedelta(model.step)
+    n_steps = lead_steps(cfg.lead, step)
+    truth.check_inits(inits, model.n_input)
+    agg = _aggregate_steps(cfg, step, n_steps)
+    identity = _identity(cfg, model, inits, n_steps, agg)
+    identity_json = json.dumps(identity)  # the record stores a string: cheap to save after every step
+    paths = RunPaths.of(cfg.out)
+    record = _check_existing(paths, identity, cfg.overwrite)
+    blowups = [BlowUp(**b) for b in record["blowups"]] if record else []
+    if record is not None and record["complete"]:
+        return RolloutResult("already complete", paths.store, paths.aggregates, blowups)
+    members = cfg.members if cfg.members > 1 else None
+    leads = leads_axis(n_steps, model.step)
+    batches = [slice(i, min(i + cfg.batch_size, len(inits))) for i in range(0, len(inits), cfg.batch_size)]
+    aggregates = OnlineAggregates(
+        paths.state, model.manifest, n_inits=len(inits), members=cfg.members, n_steps=n_steps,
+        spectrum_steps=agg, create=record is None,
+    )  # fmt: skip
+    writer = ForecastWriter(paths.store, model.manifest, ensemble=members is not None)
+    if not paths.store.exists():
+        attrs = {RUN_ATTR: identity_json, "checkpoint": str(Path(cfg.checkpoint).absolute())}
+        writer.create(store_template(model.manifest, inits.values, leads, members, attrs))
+    first_batch, first_step = (record["batch"], record["next_step"]) if record else (0, 0)
+    if record is not None:
+        torch.set_rng_state(record["rng"])
+    ensemble = Ensemble(cfg.members, cfg.perturbation, cfg.seed, cfg.perturb_control)
+    static = torch.from_numpy(truth.static_fields())
+    mask = _mask(truth, model, inits[:1])
+    computed = 0
+    bar = tqdm(
+        total=len(batches) * n_steps, initial=first_batch * n_steps + first_step, unit="step",
+        desc="rollout", disable=not cfg.progress, dynamic_ncols=True,
+    )  # fmt: skip
+    with bar, StepCommitter() as committer:
+        for b in range(first_batch, len(batches)):
+            part = batches[b]
+            resume = None
+            if record is not None and b == first_batch and first_step > 0:
+                resume = RolloutState(record["window"], record["alive"], first_step)
+            states = (
+                torch.zeros(0)
+                if resume
+                else torch.from_numpy(truth.initial_states(inits[part], model.n_input))
+            )
+            ic = InitialConditions(inits.values[part], states, static, mask)
+            committer.submit(functools.partial(aggregates.resume, b, resume.next_step if resume else 0))
+            for out in generate(
+                model, ic, n_steps, ensemble=ensemble, blowup_bound=cfg.blowup_bound, resume=resume
+            ):
+                for report in out.blowups:
+                    bar.write(f"blow-up: {report.describe()}")
+                blowups += out.blowups
+                last = out.index + 1 == n_steps
+                rec = {
+                    "identity": identity_json, "batch": b + 1 if last else b, "next_step": 0 if last else out.index + 1,
+                    "window": out.state.window.cpu(), "alive": out.state.alive.cpu(),
+                    "blowups": [r.to_dict() for r in blowups], "rng": torch.get_rng_state(), "complete": False,
+                }  # fmt: skip
+                committer.submit(
+                    functools.partial(_commit, writer, aggregates, paths.state, out, b, part, rec)
+                )
+                computed += 1
+                bar.update(1)
+    aggregates.flush()
+    write_aggregates(aggregates.datasets(inits.values, leads, members, len(batches)), paths.aggregates)
+    save_record(paths.state, {
+        "identity": identity_json, "batch": len(batches), "next_step": 0, "window": torch.zeros(0),
+        "alive": torch.zeros(0, dtype=torch.bool), "blowups": [r.to_dict() for r in blowups],
+        "rng": torch.get_rng_state(), "complete": True,
+    })  # fmt: skip
+    return RolloutResult("complete", paths.store, paths.aggregates, blowups, computed)

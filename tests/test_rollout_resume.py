@@ -1,0 +1,87 @@
+"""earthcast rollout resume: a run killed with SIGKILL mid-run and rerun gives a bit-identical store."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import xarray as xr
+from rollout_helpers import make_checkpoint
+
+from earthcast.commands.rollout import main
+from earthcast.rollout.restart import load_record
+
+INITS = "2020-01-02T00:2020-01-03T12:12h"  # 4 inits, 2 batches of 2
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    return make_checkpoint(tmp_path_factory.mktemp("resume"))
+
+
+def _args(ckpt: Path, store: Path, out: Path) -> list[str]:
+    return ["--ckpt", str(ckpt), "--data", str(store), "--inits", INITS, "--lead", "2d", "--out", str(out),
+            "--batch-size", "2", "--members", "2", "--perturbation", "0.2", "--no-progress"]  # fmt: skip
+
+
+def _files(store: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(store)): p.read_bytes() for p in sorted(store.rglob("*")) if p.is_file()}
+
+
+def _kill_after(proc: subprocess.Popen, record: Path, batch: int, step: int, timeout: float = 120.0) -> dict:
+    """SIGKILL ``proc`` once its restart record shows (batch, next_step) >= (batch, step)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            rec = load_record(record.parent)
+        except (FileNotFoundError, ValueError):
+            rec = None
+        if rec is not None and (rec["batch"], rec["next_step"]) >= (batch, step):
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+            return rec
+        time.sleep(0.01)
+    proc.kill()
+    pytest.fail(f"the rollout ended (rc={proc.returncode}) before reaching batch {batch} step {step}")
+
+
+def test_killed_run_resumes_bit_identical_and_other_checkpoints_are_refused(trained, tmp_path: Path, capsys):
+    store, ckpt = trained
+    reference = tmp_path / "reference.zarr"
+    assert main(_args(ckpt, store, reference)) == 0
+
+    out = tmp_path / "resumed.zarr"
+    cmd = [sys.executable, "-m", "earthcast.commands.rollout", *_args(ckpt, store, out)]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    rec = _kill_after(proc, tmp_path / "resumed.rollout" / "restart.bin", batch=1, step=2)
+    assert proc.returncode == -signal.SIGKILL
+    assert not rec["complete"]
+    half = xr.open_zarr(out, decode_timedelta=True)["temperature"].sel(level=500)
+    assert half.isel(time=0).notnull().all() and half.isel(time=3, prediction_timedelta=-1).isnull().all()
+
+    # a different checkpoint (or option) on the half-written store is refused, naming what differs
+    other = tmp_path / "other.ckpt"
+    raw = torch.load(ckpt, map_location="cpu", weights_only=False)
+    key = next(k for k in raw["state_dict"] if k.endswith("readout.bias"))
+    raw["state_dict"][key] += 0.01
+    torch.save(raw, other)
+    with pytest.raises(FileExistsError, match=r"different run[\s\S]*checkpoint_sha256"):
+        main(_args(other, store, out))
+    with pytest.raises(FileExistsError, match="members: 2 in the existing output vs 3 now"):
+        main([*_args(ckpt, store, out), "--members", "3"])
+
+    # the same command resumes at the first unwritten lead and completes
+    assert main(_args(ckpt, store, out)) == 0
+    assert "12 steps computed" not in capsys.readouterr().out
+    assert _files(out) == _files(reference)
+    for group in ("global_mean", "zonal_mean", "zonal_energy_spectrum_mean", "time_mean", "time_std"):
+        a = xr.open_dataset(tmp_path / "resumed_aggregates.nc", group=group)
+        b = xr.open_dataset(tmp_path / "reference_aggregates.nc", group=group)
+        xr.testing.assert_identical(a, b)
