@@ -180,26 +180,37 @@ class WindowStream(IterableDataset):
                 yield block, int(s)
 
     def _assemble(self, windows: list[tuple[_Block, int]], times: np.ndarray) -> dict[str, torch.Tensor]:
-        n, offsets = len(windows), np.arange(self.spec.length) * self.k
+        n, span = len(windows), (self.spec.length - 1) * self.k + 1
         first = windows[0][0]
-        state = np.empty((n, self.spec.length, *first.state.shape[1:]), np.float32)
-        forcing = np.empty((n, self.spec.length, *first.forcing.shape[1:]), np.float32)
+        state_t = _batch_buffer((n, self.spec.length, *first.state.shape[1:]))
+        forcing_t = _batch_buffer((n, self.spec.length, *first.forcing.shape[1:]))
+        state, forcing = state_t.numpy(), forcing_t.numpy()
         for i, (block, start) in enumerate(windows):
-            idx = start - block.start + offsets
-            np.take(block.state, idx, axis=0, out=state[i])
-            np.take(block.forcing, idx, axis=0, out=forcing[i])
-        state_t = torch.from_numpy(state)
+            # A basic (strided) slice copies ~3x faster than np.take with an index array.
+            steps = slice(start - block.start, start - block.start + span, self.k)
+            np.copyto(state[i], block.state[steps])
+            np.copyto(forcing[i], block.forcing[steps])
         h, w = self.manifest.grid_shape
         mask = np.ones((h, w), np.float32) if self.mask is None else self.mask.astype(np.float32)
         init = np.array([start + (self.spec.n_input - 1) * self.k for _, start in windows])
         return {
             "inputs": state_t[:, : self.spec.n_input],
             "targets": state_t[:, self.spec.n_input :],
-            "forcings": torch.from_numpy(forcing),
+            "forcings": forcing_t,
             "static": torch.from_numpy(self.static).expand(n, *self.static.shape),
             "mask": torch.from_numpy(mask).expand(n, h, w),
             "time": torch.from_numpy(times[init]),
         }
+
+
+def _batch_buffer(shape: tuple[int, ...]) -> torch.Tensor:
+    """An empty float32 batch tensor; in a DataLoader worker it is allocated in shared memory (as PyTorch's
+    own ``default_collate`` does), so handing the batch to the main process costs no extra copy."""
+    if get_worker_info() is None:
+        return torch.empty(shape, dtype=torch.float32)
+    proto = torch.empty(0, dtype=torch.float32)
+    storage = proto._typed_storage()._new_shared(math.prod(shape), device="cpu")
+    return proto.new(storage).resize_(shape)
 
 
 def _shuffle_buffer(items: Iterator, size: int, rng: np.random.Generator) -> Iterator:

@@ -22,6 +22,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "config check CONFIG…: validate a training config before a long run",
     ),
     "data": ("earthcast.commands.data", "make the embedded demo data, inspect stores, compute statistics"),
+    "rollout": (
+        "earthcast.commands.rollout",
+        "roll a checkpoint out to a resumable WB2 by-init Zarr with online aggregates",
+    ),
     "score": (
         "earthcast.commands.score",
         "score a by-init forecast store against truth with WB2 metrics (netCDF results)",
