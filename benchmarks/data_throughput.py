@@ -193,7 +193,7 @@ def main() -> int:
         ]
     )
     root = Path(tempfile.mkdtemp(prefix="earthcast-bench-", dir=args.dir))
-    console, bars, table = Console(), [], Table(title="earthcast data throughput (one epoch, batch 8)")
+    console, bars, table = Console(width=150), [], Table(title="earthcast data throughput (one epoch, batch 8)")
     for col in (
         "grid",
         "store MB",

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 
 COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("earthcast.commands.demo", "the main job: train, roll out a year, score, plot, report"),
     "train": (
         "earthcast.commands.train",
         "fit | validate | test | predict: the LightningCLI (stacked --config files, see configs/)",

@@ -15,7 +15,6 @@
 #   earthcast score --forecast OUT --truth ERA5_STORE --climatology CLIM.zarr --out results.nc
 # (the truth must cover every valid time, i.e. run to 2021-01-10).
 set -euo pipefail
-# `earthcast rollout` is `earthcast rollout`; it works before the CLI entry point is installed.
 
 CKPT=${1:?usage: $0 CHECKPOINT ERA5_STORE [OUT] [MEMBERS]}
 DATA=${2:?usage: $0 CHECKPOINT ERA5_STORE [OUT] [MEMBERS]}

@@ -15,7 +15,6 @@
 # Plot the global-mean series afterwards with:
 #   earthcast plot series --forecast OUT --truth TRUTH_STORE --out plots/
 set -euo pipefail
-# `earthcast rollout` is `earthcast rollout`; it works before the CLI entry point is installed.
 
 CKPT=${1:?usage: $0 CHECKPOINT TRUTH_STORE [OUT] [INITS]}
 DATA=${2:?usage: $0 CHECKPOINT TRUTH_STORE [OUT] [INITS]}
