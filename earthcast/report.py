@@ -72,8 +72,8 @@ class Stability:
         finite_lead: the last lead up to which it is finite (the whole lead when ``nan_free``).
         drift_sigma: (forecast − truth) global mean over the final 30 (finite) days, in units of the truth's
             climatological standard deviation of the global mean.
-        spectrum_ratio: (min, max) over zonal wavenumbers k ≥ 1 of the forecast's spectrum at the last finite lead
-            over the truth's mean spectrum in the final 30 days.
+        spectrum_ratio: (min, max) over zonal wavenumbers 1 ≤ k < Nyquist of the forecast's spectrum at the
+            last finite lead over the truth's mean spectrum in the final 30 days.
     """
 
     nan_free: bool
@@ -108,7 +108,7 @@ def stability(
     tr = select_field(truth, variable, level).sel(time=window)
     final = mean_spectrum(fc.isel(prediction_timedelta=n_finite - 1)).values
     reference = mean_spectrum(tr).values
-    ratio = (final / reference)[1:]
+    ratio = (final / reference)[1:-1]  # k = 0 (the zonal mean) and the Nyquist wavenumber left out
     return Stability(nan_free, leads[n_finite - 1], drift, (float(np.min(ratio)), float(np.max(ratio))))
 
 
@@ -155,10 +155,11 @@ def write_report(
     lines += [*_table(header, rows), ""]
     lines += [f"## Stability of the {year_lead} run", ""]
     lines += [
-        "NaN-free: every value of the run is finite (a run that blew up is checked up to its last finite lead). Drift: forecast − truth global mean over the final 30 days, "
-        "in units of the truth's climatological standard deviation of the global mean. Spectrum ratio: "
-        f"forecast zonal energy spectrum at {year_lead} over the truth's mean spectrum in the final 30 days, "
-        "min–max over wavenumbers k ≥ 1.",
+        "NaN-free: every value of the run is finite (a run that blew up is checked up to its last finite "
+        "lead). Drift: forecast − truth global mean over the final 30 (finite) days, in units of the truth's "
+        "climatological standard deviation of the global mean. Spectrum ratio: forecast zonal energy spectrum "
+        f"at {year_lead} (or the last finite lead) over the truth's mean spectrum in those 30 days, min–max "
+        "over zonal wavenumbers 1 ≤ k < Nyquist.",
         "",
     ]
     rows = [

@@ -1,4 +1,4 @@
-"""End to end through the command line only, on a synthetic store (CPU, ~1-2 min on 2 shared cores).
+"""End to end through the command line only, on a synthetic store (CPU, ~50-80 s on 2 shared cores).
 
 1. ``earthcast demo`` with short settings: the report exists, its headline RMSE equals a float64 NumPy
    recomputation from the written forecast and truth stores (hand-written WB2 sin-difference weights), the
@@ -128,12 +128,31 @@ def test_demo_report_numbers_match_a_float64_recomputation(demo: dict) -> None:
         assert name in names
 
 
+def test_demo_drift_matches_a_float64_recomputation(demo: dict) -> None:
+    """Drift of the year run = (forecast − truth) global mean over the run's final 30 days (here: all of its
+    5 days that the truth covers), over the std of the truth's global-mean anomaly from the climatology."""
+    out = demo["out"]
+    fc = xr.open_zarr(out / "year.zarr", decode_timedelta=True)["geopotential"].sel(level=500).isel(time=0)
+    truth = xr.open_zarr(demo["store"])["geopotential"].sel(level=500)
+    clim = xr.open_zarr(out / "climatology.zarr")["geopotential"].sel(level=500)
+    w = _weights(fc["latitude"].values)[:, None]
+    valid = pd.Timestamp(fc["time"].values) + pd.to_timedelta(fc["prediction_timedelta"].values)
+    f_mean = np.mean(w * fc.values.astype(np.float64), axis=(-2, -1))
+    t_mean = np.mean(w * truth.sel(time=valid).values.astype(np.float64), axis=(-2, -1))
+    c = np.stack([clim.sel(hour=t.hour, dayofyear=t.day_of_year).values.astype(np.float64) for t in valid])
+    sigma = np.std(t_mean - np.mean(w * c, axis=(-2, -1)))
+    expected = (f_mean.mean() - t_mean.mean()) / sigma
+    report = (out / "report.md").read_text()
+    row = next(line for line in report.splitlines() if line.startswith("| geopotential 500 hPa | yes |"))
+    assert float(row.split("|")[3]) == pytest.approx(expected, abs=0.006)
+
+
 def test_demo_rerun_reuses_finished_stages(demo: dict, capsys: pytest.CaptureFixture[str]) -> None:
     first = json.loads((demo["root"] / "first_run.json").read_text())
     capsys.readouterr()
     assert earthcast(demo["argv"]) == 0
     printed = capsys.readouterr().out
-    for stage in ("data", "train", "climatology", "score", "plots"):
+    for stage in ("train", "climatology", "score", "plots"):
         assert f"[demo] {stage}: reused" in printed, stage
     assert demo["ckpt"].stat().st_mtime == first["ckpt_mtime"]
     stages = json.loads((demo["out"] / "stages.json").read_text())

@@ -5,21 +5,20 @@ Example::
     earthcast demo                      # embedded Held–Suarez data, configs/quickstart.yaml, outputs/demo/
     earthcast demo --out outputs/demo   # run again: finished stages are reused, rollouts resume
 
-Stages (each shows a progress bar; each is an ordinary earthcast command run in-process, so the report
-lists commands you can rerun by hand):
+Stages (each shows a progress bar and runs the earthcast command named below in-process):
 
 1. data: the embedded demo store is made on first use (``demo:atmosphere``) or any store path is opened;
 2. train: ``earthcast fit --config CONFIG`` with ``--trainer.max_steps`` and the output folder overridden;
 3. rollout: one init at the start of the test period run for ``--year-lead`` (365 d) and ``--skill-inits``
-   inits spread over the test period run for ``--skill-lead`` (10 d), both with ``earthcast rollout``;
+   inits spread over the test period run for ``--skill-lead`` (10 d), both with ``earthcast rollout``'s
+   engine (a blow-up is reported, not fatal: the report checks the run up to its last finite lead);
 4. score: ``earthcast climatology`` over the training years, then ``earthcast score`` of the skill rollout
    with persistence and climatology baselines;
 5. plots and ``report.md``: maps, RMSE/ACC against lead, spectra, global-mean series, a scorecard, the
    headline RMSE table and the year run's stability checks.
 
-Outputs under ``--out``: ``train/`` (logs, checkpoints), ``year.zarr``, ``skill.zarr`` (+ aggregates),
-``climatology.zarr``, ``scores/results*.nc``, ``plots/*.png``, ``report.md`` and ``stages.json`` (what was
-done, and how long each stage took).
+Outputs under ``--out``: ``train/``, ``year.zarr``, ``skill.zarr`` (+ aggregates), ``climatology.zarr``,
+``scores/results*.nc``, ``plots/*.png``, ``report.md`` and ``stages.json`` (stages done, seconds each).
 """
 
 from __future__ import annotations
@@ -74,11 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--year-lead", default="365d", help="lead of the long run (default 365d)")
     p.add_argument("--batch-size", type=int, default=6, help="skill inits per rollout batch (default 6)")
     p.add_argument("--retrain", action="store_true", help="train again even if a checkpoint exists")
-    p.add_argument(
-        "--resume",
-        action="store_true",
-        help="accepted for clarity: rerunning with the same --out always reuses finished stages",
-    )
+    p.add_argument("--resume", action="store_true", help="the default: finished stages are reused")
     return p
 
 
@@ -114,9 +109,16 @@ def _call(module: str, argv: list[str]) -> None:
     status = importlib.import_module(f"earthcast.commands.{module}").main(argv)
     if status:
         raise RuntimeError(
-            f"`earthcast {module if module != 'train' else ''} {' '.join(argv)}` failed with exit status "
+            f"`earthcast {'' if module == 'train' else module + ' '}{' '.join(argv)}` failed with exit status "
             f"{status} (its message is above); fix that and rerun `earthcast demo` with the same --out."
         )
+
+
+def _default_config() -> str:
+    """``configs/quickstart.yaml`` in the working directory, else the one in the earthcast source tree."""
+    if Path(DEFAULT_CONFIG).is_file():
+        return DEFAULT_CONFIG
+    return str(Path(__file__).resolve().parents[2] / DEFAULT_CONFIG)
 
 
 def _global_step(ckpt: Path) -> int:
@@ -183,6 +185,7 @@ def _plots(out: Path, store: str, fields: list[Field], year_lead: str, skill_lea
     from earthcast.plotting.figures import (
         field_name,
         file_stem,
+        lead_label,
         parse_lead,
         save_png,
         select_field,
@@ -212,10 +215,14 @@ def _plots(out: Path, store: str, fields: list[Field], year_lead: str, skill_lea
     for variable, level in tqdm(fields, desc="spectra", unit="field"):
         fc, tr = select_field(year, variable, level).isel(time=0), select_field(truth, variable, level)
         last = min(pd.Timestamp(tr["time"].values[-1]), pd.Timestamp(fc["time"].values) + lead)
-        curves = {"truth (final 30 d)": mean_spectrum(tr.sel(time=slice(last - DRIFT_WINDOW, last)))}
-        for x in spectrum_leads:
-            curves[f"lead {x.days}d"] = mean_spectrum(fc.sel(prediction_timedelta=x))
-        title = f"{field_name(variable, level)}: zonal energy spectrum of the {year_lead} run"
+        curves = {"truth": mean_spectrum(tr.sel(time=slice(last - DRIFT_WINDOW, last)))}
+        finite = np.isfinite(fc.values).all(axis=(-2, -1))
+        last_finite = (
+            pd.Timedelta(fc["prediction_timedelta"].values[finite.argmin() - 1]) if not finite.all() else lead
+        )
+        for x in sorted({*(x for x in spectrum_leads if x <= last_finite), last_finite}):
+            curves[f"lead {lead_label(x)}"] = mean_spectrum(fc.sel(prediction_timedelta=x))
+        title = f"{field_name(variable, level)}: {year_lead} run (truth: mean of its final 30 days)"
         fig = plot_spectra(curves, title=title, units=units_label(year[variable]))
         save_png(fig, plots / f"year_spectra_{file_stem(variable, level)}.png")
     return {}
@@ -278,7 +285,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    configs = args.config or [DEFAULT_CONFIG]
+    configs = args.config or [_default_config()]
     data = _config_data(configs)
     store_value = args.store or data.get("store")
     if not store_value:
@@ -288,7 +295,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     stages = Stages(out)
     total = time.perf_counter()
 
-    store = stages.run("data", lambda: {"store": resolve_store(store_value)})["store"]
+    # always resolved: made on first use, seconds when cached (and a deleted cache is made again)
+    store = stages.run("data", lambda: {"store": resolve_store(store_value)}, reuse=False)["store"]
     splits = _splits(store, data)
     train_dir = out / "train"
 
@@ -326,7 +334,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 checkpoint=ckpt, data=store, inits=init_spec, lead=lead, out=str(out / f"{name}.zarr"),
                 batch_size=batch, overwrite=args.retrain,
             )  # fmt: skip
-            result = run_rollout(cfg)  # resumes an interrupted run; "already complete" when done
+            try:
+                result = run_rollout(cfg)  # resumes an interrupted run; "already complete" when done
+            except FileExistsError as err:
+                raise FileExistsError(
+                    f"{err}\n(earthcast demo: the {name} rollout in {out} was made with other settings or "
+                    "another checkpoint; rerun with the original options, pass --retrain, or use a new --out.)"
+                ) from None
             if result.blowups:  # kept going: the report shows where (later leads of that init are NaN)
                 blowups[name] = [b.describe() for b in result.blowups]
                 print(f"[demo] the {name} rollout blew up: {blowups[name][0]}", file=sys.stderr)
@@ -338,14 +352,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def climatology() -> dict:
         model_vars = list(xr.open_zarr(out / "skill.zarr").data_vars)
-        _call("climatology", ["--truth", store, "--out", str(out / "climatology.zarr"), "--overwrite",
-                              "--start-year", str(first_year), "--end-year", str(last_year), "--variables", *model_vars])  # fmt: skip
+        argv = ["--truth", store, "--out", str(out / "climatology.zarr"), "--overwrite"]
+        argv += ["--start-year", str(first_year), "--end-year", str(last_year), "--variables", *model_vars]
+        _call("climatology", argv)
         return {}
 
     def score() -> dict:
-        _call("score", ["--forecast", str(out / "skill.zarr"), "--truth", store, "--climatology",
-                        str(out / "climatology.zarr"), "--out", str(out / "scores" / "results.nc"),
-                        "--baselines", "persistence", "climatology", "--overwrite"])  # fmt: skip
+        argv = ["--forecast", str(out / "skill.zarr"), "--truth", store]
+        argv += ["--climatology", str(out / "climatology.zarr"), "--out", str(out / "scores" / "results.nc")]
+        _call("score", [*argv, "--baselines", "persistence", "climatology", "--overwrite"])
         return {}
 
     stages.run("climatology", climatology)
