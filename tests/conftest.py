@@ -11,6 +11,11 @@ import os
 os.environ.setdefault("TRITON_INTERPRET", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
+import socket
+from pathlib import Path
+
+import cartopy
+import cartopy.io
 import numpy as np
 import pytest
 import torch
@@ -36,3 +41,23 @@ def synthetic_store(tmp_path_factory: pytest.TempPathFactory) -> str:
     times = pd.date_range("2018-01-01", "2018-04-30T18", freq="6h")
     write_synthetic_store(path, wb2_grid("64x32_equiangular_conservative"), times, time_chunk=16)
     return str(path)
+
+
+class NetworkUsed(AssertionError):
+    """Raised when anything tries to reach the network or cartopy's download machinery."""
+
+
+@pytest.fixture()
+def no_network(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Block sockets and cartopy's downloaders, and hide any cartopy data already on this machine."""
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise NetworkUsed(f"network access attempted: {args[:2]}")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(cartopy.io.Downloader, "path", refuse)
+    empty = tmp_path / "empty_cartopy_dir"
+    empty.mkdir()
+    monkeypatch.setitem(cartopy.config, "data_dir", empty)
+    monkeypatch.setitem(cartopy.config, "pre_existing_data_dir", empty)
