@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import pandas as pd
 import torch
 import xarray as xr
+from lightning_helpers import quiet_trainer
 
 from earthcast.datasets.datamodule import WB2DataModule
 from earthcast.datasets.forcings import coordinate_statics, forcing_fields
@@ -46,10 +46,7 @@ def make_checkpoint(root: Path, *, n_input: int = 2, steps: int = 1) -> tuple[Pa
     module = ForecastModule(
         "tritoncast", "tiny", MICRO, manifest=dm.manifest.to_dict(), stats=dm.stats.to_dict(), n_input=n_input
     )
-    trainer = L.Trainer(
-        accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, max_steps=steps, limit_val_batches=0, num_sanity_val_steps=0,
-    )  # fmt: skip
+    trainer = quiet_trainer(max_steps=steps, limit_val_batches=0)
     trainer.fit(module, datamodule=dm)
     ckpt = root / "model.ckpt"
     trainer.save_checkpoint(ckpt)

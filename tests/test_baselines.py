@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from lightning_helpers import quiet_trainer
 
 from earthcast.datasets.datamodule import WB2DataModule
 from earthcast.datasets.store import open_store
@@ -49,18 +49,6 @@ def datamodule(store: Path) -> WB2DataModule:
     )
 
 
-def _trainer(**kwargs) -> L.Trainer:
-    defaults = dict(
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-    )
-    return L.Trainer(**(defaults | kwargs))
-
-
 def _wb2_weights(lat: np.ndarray) -> np.ndarray:
     edges = np.deg2rad(np.concatenate([[-90.0], (lat[1:] + lat[:-1]) / 2, [90.0]]))
     area = np.diff(np.sin(edges))
@@ -71,7 +59,7 @@ def test_persistence_runs_through_the_module_and_logs_wb2_rmse(datamodule: WB2Da
     module = ForecastModule(
         "persistence", manifest=datamodule.manifest.to_dict(), stats=datamodule.stats.to_dict()
     )
-    trainer = _trainer(max_steps=2, val_check_interval=2)
+    trainer = quiet_trainer(max_steps=2, val_check_interval=2)
     trainer.fit(module, datamodule=datamodule)  # no parameters: a zero-gradient placeholder is "optimised"
     assert trainer.global_step == 2 and float(trainer.callback_metrics["train/loss"]) > 0
     assert module.placeholder.item() == 0.0
@@ -153,7 +141,7 @@ def test_ablations_train_through_the_module(datamodule: WB2DataModule, ablation:
     )
     assert module.model.config == size_config("tiny", pole_fold="half", ablation=ablation, **MICRO)
     before = [p.detach().clone() for p in module.model.parameters()]
-    trainer = _trainer(max_steps=2, limit_val_batches=0)
+    trainer = quiet_trainer(max_steps=2, limit_val_batches=0)
     trainer.fit(module, datamodule=datamodule)
     assert trainer.global_step == 2
     assert any(not torch.equal(a, b) for a, b in zip(before, module.model.parameters()))

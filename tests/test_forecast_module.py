@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from lightning_helpers import quiet_trainer
 
 from earthcast.datasets.channels import ChannelManifest
 from earthcast.datasets.datamodule import WB2DataModule
@@ -65,18 +66,6 @@ def _module(dm: WB2DataModule, **kwargs) -> ForecastModule:
     )
 
 
-def _trainer(**kwargs) -> L.Trainer:
-    defaults = dict(
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-    )
-    return L.Trainer(**(defaults | kwargs))
-
-
 class LossRecorder(L.Callback):
     def __init__(self) -> None:
         self.losses: list[float] = []
@@ -90,7 +79,7 @@ class LossRecorder(L.Callback):
 def test_trainer_reduces_loss_and_logs_physical_rmse(datamodule: WB2DataModule):
     module = _module(datamodule, model_settings=MICRO | {"output": "direct"}, lr=3e-3, warmup_steps=2)
     recorder = LossRecorder()
-    trainer = _trainer(max_steps=24, callbacks=[recorder], limit_val_batches=2, val_check_interval=24)
+    trainer = quiet_trainer(max_steps=24, callbacks=[recorder], limit_val_batches=2, val_check_interval=24)
     trainer.fit(module, datamodule=datamodule)
     first, last = np.mean(recorder.losses[:4]), np.mean(recorder.losses[-4:])
     assert last < 0.7 * first, recorder.losses
@@ -103,7 +92,7 @@ def test_trainer_reduces_loss_and_logs_physical_rmse(datamodule: WB2DataModule):
 
 def test_checkpoint_round_trip_and_mismatch_errors(datamodule: WB2DataModule, tmp_path: Path):
     module = _module(datamodule, ema_decay=0.9)
-    trainer = _trainer(max_steps=2, limit_val_batches=0)
+    trainer = quiet_trainer(max_steps=2, limit_val_batches=0)
     trainer.fit(module, datamodule=datamodule)
     path = tmp_path / "model.ckpt"
     trainer.save_checkpoint(path)
@@ -149,7 +138,7 @@ class InjectNaN(L.Callback):
 
 def test_nan_loss_stops_training_naming_step_batch_and_channel(datamodule: WB2DataModule):
     inject = InjectNaN(step=2, key="targets", channel=1)
-    trainer = _trainer(max_steps=5, limit_val_batches=0, callbacks=[inject])
+    trainer = quiet_trainer(max_steps=5, limit_val_batches=0, callbacks=[inject])
     with pytest.raises(NonFiniteLossError) as err:
         trainer.fit(_module(datamodule), datamodule=datamodule)
     message = str(err.value)
@@ -194,7 +183,7 @@ def test_curriculum_schedule_and_lr_schedule(datamodule: WB2DataModule):
 
     recorder = LossRecorder()
     module = _module(datamodule, rollout_schedule={1: 2, 2: 3})
-    trainer = _trainer(max_epochs=3, limit_train_batches=1, limit_val_batches=0, callbacks=[recorder])
+    trainer = quiet_trainer(max_epochs=3, limit_train_batches=1, limit_val_batches=0, callbacks=[recorder])
     trainer.fit(module, datamodule=datamodule)
     assert recorder.rollouts == [1, 2, 2]  # epoch 2 asks for 3 but the windows hold 2 targets
 
