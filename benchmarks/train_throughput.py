@@ -64,8 +64,8 @@ def _measure(job: dict[str, Any]) -> dict[str, float]:
     torch.manual_seed(0)
     device = torch.device(job["device"])
     h, w = GRIDS[job["grid"]]
-    fold = "whole" if h % 2 else "half"
-    config = size_config(job["size"], core={"backend": job["backend"]}, pole_fold=fold)
+    geometry = "global_poles" if h % 2 else "global"
+    config = size_config(job["size"], core={"backend": job["backend"]}, geometry=geometry)
     model = TritonCast(n_input=1, config=config, **CHANNELS).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     b, k = job["batch"], job["rollout"]

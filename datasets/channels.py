@@ -15,13 +15,29 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import pandas as pd
 import xarray as xr
 
+from earthcast.datasets.boundary import BOUNDARY_MASK, BOUNDARY_PREFIX, check_boundary_width
 from earthcast.datasets.forcings import COORDINATE_STATICS, FORCING_CHANNELS, FORCING_GROUPS
+from earthcast.datasets.time_axis import TimeStep
+from earthcast.errors import DataError, MissingVariableError
+from earthcast.grids import GridGeometry, dataset_geometry, grid_geometry
 
 ChannelKind = Literal["state", "static", "forcing"]
 
 MANIFEST_VERSION = 1
+
+VECTOR_COMPONENTS: dict[str, str] = {
+    "u_component_of_wind": "v_component_of_wind",
+    "10m_u_component_of_wind": "10m_v_component_of_wind",
+    "100m_u_component_of_wind": "100m_v_component_of_wind",
+    "ugos": "vgos",
+    "uo": "vo",
+    "eastward_sea_water_velocity": "northward_sea_water_velocity",
+}
+"""Eastward component variable -> its northward partner: the horizontal vectors whose components change
+sign across a pole fold (see :mod:`earthcast.models.geometry`)."""
 
 
 def channel_name(variable: str, level: int | None) -> str:
@@ -47,11 +63,20 @@ class ChannelManifest:
     Attributes:
         state: prognostic channels, the order of the model's state axis.
         static: time-invariant input channels.
-        forcing: time-dependent input channels computed analytically.
+        forcing: time-dependent input channels: computed analytically, then (``boundary_width > 0``) the
+            boundary channels read from the truth.
         latitude: (H,) degrees north, ascending.
         longitude: (W,) degrees east in 0…360.
-        time_step_hours: model step in hours.
+        time_step_hours: model step in hours (for a calendar step, its mean length: display only).
+        calendar_step: a calendar model step (:class:`earthcast.datasets.windows.TimeStep` string such as
+            ``1MS``, ``3MS``, ``1M-mid``); empty for a fixed step of ``time_step_hours`` (and in older
+            manifests).
         masked: whether NaN points (land in ocean stores) are masked out of losses and metrics.
+        geometry: the grid's geometry kind (:data:`earthcast.grids.GEOMETRY_KINDS`); empty in manifests
+            written before it was recorded, which then derive it from the coordinates.
+        boundary_width: cells of lateral boundary forcing of a limited-area model (regional grids; 0 = none):
+            the forcing channels then end with ``boundary_<state channel>`` and ``boundary_mask``
+            (:mod:`earthcast.datasets.boundary`).
     """
 
     state: tuple[Channel, ...]
@@ -60,7 +85,10 @@ class ChannelManifest:
     latitude: tuple[float, ...] = ()
     longitude: tuple[float, ...] = ()
     time_step_hours: float = 6.0
+    calendar_step: str = ""
     masked: bool = False
+    geometry: str = ""
+    boundary_width: int = 0
     version: int = field(default=MANIFEST_VERSION)
 
     def names(self, kind: ChannelKind) -> list[str]:
@@ -68,9 +96,57 @@ class ChannelManifest:
         return [c.name for c in getattr(self, kind)]
 
     @property
+    def analytic_forcings(self) -> list[str]:
+        """Names of the forcing channels computed from time and position: all but the boundary channels,
+        which come last."""
+        boundary = len(self.state) + 1 if self.boundary_width else 0
+        return self.names("forcing")[: len(self.forcing) - boundary]
+
+    @property
     def grid_shape(self) -> tuple[int, int]:
         """(H, W)."""
         return (len(self.latitude), len(self.longitude))
+
+    @property
+    def model_step(self) -> TimeStep:
+        """The model step, calendar-aware (advance times by it with
+        :func:`earthcast.datasets.windows.advance_times`)."""
+        if self.calendar_step:
+            return TimeStep.parse(self.calendar_step)
+        return TimeStep(duration=pd.Timedelta(round(self.time_step_hours * 3600e9), "ns"))
+
+    @property
+    def grid_geometry(self) -> GridGeometry:
+        """The recorded geometry (checked against the coordinates when the manifest was built), or the one
+        derived from the coordinates for manifests written before it was recorded."""
+        if self.geometry:
+            return GridGeometry(self.geometry)
+        return grid_geometry(np.asarray(self.latitude), np.asarray(self.longitude))
+
+    def vector_channels(self) -> list[int]:
+        """Indices of the state channels that are vector components (both u and v of each pair).
+
+        Raises:
+            DataError: on a grid that folds across the poles, a component whose partner (same level) is not
+                a state channel, since the fold can flip the sign of a vector only when it has both.
+        """
+        index = {(c.variable, c.level): i for i, c in enumerate(self.state)}
+        partners = VECTOR_COMPONENTS | {v: u for u, v in VECTOR_COMPONENTS.items()}
+        found: list[int] = []
+        for i, channel in enumerate(self.state):
+            if channel.variable not in partners:
+                continue
+            partner = partners[channel.variable]
+            if (partner, channel.level) not in index and self.grid_geometry.folds_poles:
+                raise DataError(
+                    f"state channel {channel.name!r} is one component of a horizontal vector, but its partner "
+                    f"{channel_name(partner, channel.level)!r} is not a state channel. On this global grid "
+                    "the pole fold flips the sign of both components, so it needs both: add "
+                    f"{partner!r}{'' if channel.level is None else f' level {channel.level}'} to "
+                    f"data.variables, or drop {channel.name!r}."
+                )
+            found.append(i)
+        return found
 
     def to_dict(self) -> dict:
         """A JSON-serialisable dict (used in checkpoints and caches)."""
@@ -110,10 +186,21 @@ class ChannelManifest:
             a, b = np.asarray(getattr(self, axis)), np.asarray(getattr(other, axis))
             if a.shape != b.shape or (a.size and np.max(np.abs(a - b)) > 1e-3):
                 diffs.append(f"{axis} grids differ ({a.size} vs {b.size} points)")
-        if self.time_step_hours != other.time_step_hours:
-            diffs.append(f"time step differs ({self.time_step_hours} h vs {other.time_step_hours} h)")
+        if self.model_step != other.model_step:
+            diffs.append(f"time step differs ({self.model_step.describe()} vs {other.model_step.describe()})")
         if self.masked != other.masked:
             diffs.append(f"masking differs ({self.masked} vs {other.masked})")
+        if self.boundary_width != other.boundary_width:
+            diffs.append(
+                f"boundary width differs ({self.boundary_width} vs {other.boundary_width} cells): a "
+                "limited-area model is trained with the truth in a strip of that width as forcing"
+            )
+        mine_geo, theirs_geo = self.grid_geometry.kind, other.grid_geometry.kind
+        if mine_geo != theirs_geo:
+            diffs.append(
+                f"grid geometry differs ({mine_geo!r} vs {theirs_geo!r}): a model trained on one geometry "
+                "pads and weights its fields for it"
+            )
         return diffs
 
 
@@ -127,7 +214,7 @@ def _state_channels(
     channels: list[Channel] = []
     for variable, levels in variables.items():
         if variable not in ds.data_vars:
-            raise KeyError(
+            raise MissingVariableError(
                 f"Variable {variable!r} is not in {where}. Available variables: {sorted(map(str, ds.data_vars))}. "
                 "Fix the name under data.variables (WB2 names such as 'geopotential', '2m_temperature'), or point "
                 "data.store at a store that has it."
@@ -138,7 +225,7 @@ def _state_channels(
             wanted = available if levels is None else [int(x) for x in levels]
             missing = [lvl for lvl in wanted if lvl not in available]
             if missing:
-                raise KeyError(
+                raise MissingVariableError(
                     f"Level(s) {missing} of {variable!r} are not in {where}; its levels are {available}. "
                     f"Choose levels from that list under data.variables.{variable}."
                 )
@@ -148,7 +235,7 @@ def _state_channels(
             ]
         else:
             if levels:
-                raise KeyError(
+                raise MissingVariableError(
                     f"{variable!r} in {where} is a surface field (no level dimension) but levels {list(levels)} "
                     f"were requested. Set data.variables.{variable} to null."
                 )
@@ -170,7 +257,10 @@ def build_manifest(
     static: Sequence[str] = (),
     forcings: Sequence[str] = (),
     time_step_hours: float = 6.0,
+    calendar_step: str = "",
     masked: bool = False,
+    geometry: str | None = None,
+    boundary_width: int = 0,
     where: str = "the store",
 ) -> ChannelManifest:
     """Check a channel selection against a normalised dataset and build its manifest.
@@ -181,10 +271,16 @@ def build_manifest(
         static: store variables without a time dimension (``land_sea_mask``, ``geopotential_at_surface``)
             and/or coordinate encodings (``latitude``, ``longitude``, or their sin/cos channel names).
         forcings: ``hour_of_day``, ``day_of_year``, ``toa_insolation`` (or their channel names).
+        time_step_hours, calendar_step: the model step (see :class:`ChannelManifest`).
+        geometry: a geometry kind that overrides the store's declared (``grid_geometry`` attribute) or
+            derived one; it must be possible on the grid (:func:`earthcast.grids.grid_geometry`).
+        boundary_width: cells of lateral boundary forcing (regional grids only): adds the forcing channels
+            ``boundary_<state channel>`` and ``boundary_mask`` after the analytic ones.
         where: how to name the store in error messages.
 
     Raises:
         KeyError: a variable, level or static field is missing; the message lists what is available.
+        ConfigError: ``boundary_width`` on a grid that is not regional or that it leaves without interior.
     """
     state = _state_channels(ds, variables, where)
     static_channels: list[Channel] = []
@@ -195,7 +291,7 @@ def build_manifest(
             static_channels.append(Channel(name, name, None, "static", _units(ds, name)))
         else:
             statics = sorted(str(v) for v in ds.data_vars if "time" not in ds[v].dims)
-            raise KeyError(
+            raise MissingVariableError(
                 f"Static field {name!r} is not a time-invariant variable of {where} (time-invariant variables: "
                 f"{statics}) nor a coordinate encoding ({sorted(FORCING_GROUPS)} / {sorted(COORDINATE_STATICS)}). "
                 "Remove it from data.static or add it to the store."
@@ -203,10 +299,17 @@ def build_manifest(
     forcing_channels: list[Channel] = []
     for name in _expand(forcings):
         if name not in FORCING_CHANNELS:
-            raise KeyError(
+            raise MissingVariableError(
                 f"Unknown forcing {name!r}; known: {sorted(FORCING_GROUPS)} or {sorted(FORCING_CHANNELS)}."
             )
         forcing_channels.append(Channel(name, name, None, "forcing", FORCING_CHANNELS[name]))
+    kind = dataset_geometry(ds, geometry).kind
+    check_boundary_width(boundary_width, kind, (ds.sizes["latitude"], ds.sizes["longitude"]), where)
+    if boundary_width:
+        forcing_channels += [
+            Channel(BOUNDARY_PREFIX + c.name, c.variable, c.level, "forcing", c.units) for c in state
+        ]
+        forcing_channels.append(Channel(BOUNDARY_MASK, BOUNDARY_MASK, None, "forcing", "1"))
     return ChannelManifest(
         state=tuple(state),
         static=tuple(static_channels),
@@ -214,5 +317,8 @@ def build_manifest(
         latitude=tuple(float(x) for x in ds["latitude"].values),
         longitude=tuple(float(x) for x in ds["longitude"].values),
         time_step_hours=float(time_step_hours),
+        calendar_step=calendar_step,
         masked=masked,
+        geometry=kind,
+        boundary_width=int(boundary_width),
     )

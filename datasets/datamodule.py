@@ -14,8 +14,11 @@ from earthcast.datasets.channels import ChannelManifest, build_manifest
 from earthcast.datasets.forcings import COORDINATE_STATICS, coordinate_statics
 from earthcast.datasets.reader import read_block, state_arrays
 from earthcast.datasets.statistics import NormStats, load_or_compute_statistics
+from earthcast.datasets.store import resolve_store
 from earthcast.datasets.streaming import EpochLoader, StoreSource, WindowStream, default_block_steps
-from earthcast.datasets.windows import WindowSpec, store_spacing, stride, window_starts
+from earthcast.datasets.time_axis import time_axis
+from earthcast.datasets.windows import WindowSpec, stride, window_starts
+from earthcast.errors import DataError
 from earthcast.grids import grid_mismatch, wb2_grid
 
 Split = tuple[str, str]
@@ -25,14 +28,16 @@ class WB2DataModule(L.LightningDataModule):
     """Windows of N input steps and K target leads from a WB2 ERA5 or ocean store.
 
     Args:
-        store: path or fsspec URL of the truth store (WB2 layout; normalised on open).
+        store: path or fsspec URL of the truth store (WB2 layout; normalised on open), or
+            ``demo:atmosphere`` / ``demo:ocean`` for the embedded demo data (generated on first use).
         variables: variable -> levels in hPa (or depth levels), ``null`` for all levels or a surface field.
         static: time-invariant store variables (``land_sea_mask``, ``geopotential_at_surface``) and
             coordinate encodings (``latitude``, ``longitude``).
         forcings: ``hour_of_day``, ``day_of_year``, ``toa_insolation``.
-        n_input, n_target, step: window shape; ``step`` must be a multiple of the store's spacing.
+        n_input, n_target, step: window shape; ``step`` must be a multiple of the store's spacing: a duration
+            ("6h", "1D") on a uniform axis, calendar months ("1MS", "monthly", "3MS") on a monthly one.
         train, val, test: inclusive (start, end) date ranges. Defaults: test = the final 365 days, val = the
-            60 days before, train = the rest.
+            60 days (or, if longer, the 12 time steps: a year of a monthly store) before, train = the rest.
         batch_size, eval_batch_size, num_workers: DataLoader settings; workers use ``multiprocessing_context``
             (``spawn`` by default, since forked Dask thread pools can deadlock); workers persist across epochs.
         block_steps: time steps read per block (default: whole chunks within 128 MiB).
@@ -40,6 +45,13 @@ class WB2DataModule(L.LightningDataModule):
         masked: treat points that are NaN in the first training step (land, ice) as masked: they are filled
             with 0, flagged in ``mask`` and excluded from losses and metrics.
         grid: if set, a WB2 grid name the store must match within 1e-3°.
+        geometry: override the grid geometry (``global_poles``, ``global``, ``band``, ``regional``,
+            ``periodic``) that is otherwise declared by the store or derived from its coordinates; it decides
+            the model's padding and the area weights, and travels in the manifest and checkpoints.
+        boundary_width: on a regional grid, give the model the lateral boundary of a limited-area model: the
+            truth state in the ``boundary_width`` outermost rows and columns at every forcing time, as the
+            forcing channels ``boundary_<state channel>`` plus ``boundary_mask`` (0 = off;
+            :mod:`earthcast.datasets.boundary`).
         stats_cache_dir: where statistics are cached (default: the user cache directory).
         storage_options: fsspec options for remote stores.
     """
@@ -65,24 +77,27 @@ class WB2DataModule(L.LightningDataModule):
         seed: int = 0,
         masked: bool = False,
         grid: str | None = None,
+        geometry: str | None = None,
+        boundary_width: int = 0,
         stats_cache_dir: str | None = None,
         storage_options: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.source = StoreSource(str(store), storage_options)
+        self.source = StoreSource(resolve_store(store), storage_options)
         ds = self.source.open()
         where = f"store {store!r}"
         self.spec = WindowSpec(n_input, n_target, step)
-        self.spacing = store_spacing(ds["time"].values, where=where)
+        self.spacing = time_axis(ds["time"].values, where=where)
         self.k = stride(self.spec, self.spacing, where=where)
+        self.model_step = self.spacing.scaled(self.k)
         if grid is not None:
             expected = wb2_grid(grid)
             problem = grid_mismatch(
                 ds["latitude"].values, ds["longitude"].values, expected.latitude, expected.longitude
             )
             if problem:
-                raise ValueError(
+                raise DataError(
                     f"{where} is not on the {grid} grid: {problem}. Regrid it or change data.grid."
                 )
         self.manifest: ChannelManifest = build_manifest(
@@ -90,8 +105,11 @@ class WB2DataModule(L.LightningDataModule):
             variables,
             static=static if static is not None else ["latitude", "longitude"],
             forcings=forcings if forcings is not None else ["hour_of_day", "day_of_year", "toa_insolation"],
-            time_step_hours=self.spec.step_timedelta / pd.Timedelta("1h"),
+            time_step_hours=self.model_step.hours,
+            calendar_step=str(self.model_step) if self.model_step.is_calendar else "",
             masked=masked,
+            geometry=geometry,
+            boundary_width=boundary_width,
             where=where,
         )
         self.splits = self._resolve_splits(ds["time"].values, train, val, test)
@@ -100,7 +118,8 @@ class WB2DataModule(L.LightningDataModule):
     def _resolve_splits(
         times: np.ndarray, train: Split | None, val: Split | None, test: Split | None
     ) -> dict[str, Split]:
-        """Fill unset splits: test = the final calendar year (or final 365 days), val = the 60 days before."""
+        """Fill unset splits: test = the final calendar year (or final 365 days), val = the 60 days (or, if
+        longer, the 12 time steps) before."""
         first, last = pd.Timestamp(times[0]), pd.Timestamp(times[-1])
         year_start = pd.Timestamp(year=last.year, month=1, day=1)
         test_start = (
@@ -110,7 +129,9 @@ class WB2DataModule(L.LightningDataModule):
         )
         test = test or (test_start.isoformat(), last.isoformat())
         val_end = pd.Timestamp(test[0]) - pd.Timedelta("1s")
-        val = val or ((pd.Timestamp(test[0]) - pd.Timedelta("60D")).isoformat(), val_end.isoformat())
+        before = int(pd.DatetimeIndex(times).searchsorted(pd.Timestamp(test[0])))
+        val_start = min(pd.Timestamp(test[0]) - pd.Timedelta("60D"), pd.Timestamp(times[max(before - 12, 0)]))
+        val = val or (val_start.isoformat(), val_end.isoformat())
         train = train or (first.isoformat(), (pd.Timestamp(val[0]) - pd.Timedelta("1s")).isoformat())
         return {"train": tuple(map(str, train)), "val": tuple(map(str, val)), "test": tuple(map(str, test))}
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from earthcast.errors import DataError
+
 SOLAR_CONSTANT_W_M2 = 1361.0
 
 FORCING_CHANNELS: dict[str, str] = {
@@ -118,7 +120,7 @@ def forcing_fields(
         elif name in scalar:
             out[:, i] = np.broadcast_to(scalar[name][:, None, None], shape)
         else:
-            raise ValueError(f"Unknown forcing channel {name!r}; known: {sorted(FORCING_CHANNELS)}.")
+            raise DataError(f"Unknown forcing channel {name!r}; known: {sorted(FORCING_CHANNELS)}.")
     return out
 
 
@@ -134,5 +136,5 @@ def coordinate_statics(names: list[str], latitude: np.ndarray, longitude: np.nda
     }
     unknown = [n for n in names if n not in fields]
     if unknown:
-        raise ValueError(f"Unknown coordinate static channels {unknown}; known: {sorted(fields)}.")
+        raise DataError(f"Unknown coordinate static channels {unknown}; known: {sorted(fields)}.")
     return np.stack([fields[n] for n in names]).astype(np.float32)

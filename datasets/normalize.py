@@ -1,7 +1,8 @@
 """Normalise the legitimate variants of WB2-layout datasets to one canonical form.
 
 Canonical form: dimensions named ``time``, ``prediction_timedelta``, ``level`` (int hPa, or metres for ocean
-depth), ``latitude`` (ascending, degrees north) and ``longitude`` (0…360, ascending, degrees east). Variables
+depth), ``latitude`` (ascending, degrees north) and ``longitude`` (ascending, degrees east: 0…360 on a global
+grid; a regional box stays contiguous, e.g. −10…2 across the prime meridian). Variables
 stored one level per name (``geopotential_500``) are folded into a ``level`` dimension. Everything stays lazy.
 """
 
@@ -12,6 +13,9 @@ from collections import defaultdict
 
 import numpy as np
 import xarray as xr
+
+from earthcast.errors import DataError
+from earthcast.grids import GRID_TOLERANCE_DEG
 
 DIM_ALIASES: dict[str, str] = {
     "lat": "latitude",
@@ -98,34 +102,64 @@ def make_latitude_increasing(ds: xr.Dataset) -> xr.Dataset:
         return ds
     if np.all(np.diff(lat) < 0):
         return ds.isel(latitude=slice(None, None, -1))
-    raise ValueError(
+    raise DataError(
         "latitude is neither strictly ascending nor strictly descending "
         f"(first values {lat[:4].tolist()}); the store's grid is irregular. Regrid it to a WB2 grid first."
     )
 
 
-def make_longitude_0_360(ds: xr.Dataset) -> xr.Dataset:
-    """Map longitudes in −180…180 (or any range) onto 0…360 and sort them ascending, lazily."""
+def contiguous_longitudes(lon: np.ndarray) -> np.ndarray:
+    """The index order and values that make a longitude axis contiguous.
+
+    Global axes (n·Δλ = 360°) come out ascending in 0…360, as WB2 lays them out. A regional box stays in one
+    piece: it starts after the largest gap between its longitudes on the circle and ascends from there;
+    a box across the prime meridian runs from below 0 (e.g. −10…2), any other box lies in 0…360 (a box
+    across the date line may run past 180 up to 360 and beyond, e.g. 170…190).
+
+    Returns:
+        (2, W): row 0 the index order (as float), row 1 the new longitudes in degrees east.
+    """
+    wrapped = np.mod(lon, 360.0)
+    order = np.argsort(wrapped, kind="stable")
+    ring = wrapped[order]
+    if ring.size < 2:
+        return np.stack([order.astype(np.float64), ring])
+    gaps = np.diff(np.concatenate([ring, [ring[0] + 360.0]]))
+    step = float(np.median(gaps[:-1])) if ring.size > 2 else float(gaps[0])
+    if abs(ring.size * step - 360.0) <= GRID_TOLERANCE_DEG:
+        return np.stack([order.astype(np.float64), ring])
+    start = (int(np.argmax(gaps)) + 1) % ring.size
+    order = np.roll(order, -start)
+    values = np.unwrap(np.roll(ring, -start), period=360.0)
+    if values[-1] >= 360.0:
+        values -= 360.0
+    return np.stack([order.astype(np.float64), values])
+
+
+def make_longitude_contiguous(ds: xr.Dataset) -> xr.Dataset:
+    """Reorder and relabel longitudes lazily: global grids ascending in 0…360, regional boxes contiguous
+    (see :func:`contiguous_longitudes`)."""
     if "longitude" not in ds.dims:
         return ds
     lon = ds["longitude"].values.astype(np.float64)
-    wrapped = np.mod(lon, 360.0)
-    if np.array_equal(wrapped, lon) and np.all(np.diff(lon) > 0):
+    order, values = contiguous_longitudes(lon)
+    order = order.astype(np.int64)
+    if np.array_equal(order, np.arange(lon.size)) and np.array_equal(values, lon):
         return ds
-    order = np.argsort(wrapped, kind="stable")
     out = ds.isel(longitude=order)
-    return out.assign_coords(longitude=("longitude", wrapped[order], ds["longitude"].attrs))
+    return out.assign_coords(longitude=("longitude", values, ds["longitude"].attrs))
 
 
 def normalize_dataset(ds: xr.Dataset) -> xr.Dataset:
-    """Apply every normalisation: WB2 names, level suffixes, ascending latitude, longitude 0…360.
+    """Apply every normalisation: WB2 names, level suffixes, ascending latitude, contiguous longitude (0…360
+    on global grids).
 
     Dimension order is left as stored; readers select dimensions by name.
     """
     ds = rename_to_wb2(ds)
     ds = decode_level_suffixes(ds)
     ds = make_latitude_increasing(ds)
-    ds = make_longitude_0_360(ds)
+    ds = make_longitude_contiguous(ds)
     if "level" in ds.coords and np.issubdtype(ds["level"].dtype, np.floating):
         levels = ds["level"].values
         if np.allclose(levels, np.round(levels)):

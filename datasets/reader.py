@@ -14,14 +14,16 @@ import numpy as np
 import xarray as xr
 
 from earthcast.datasets.channels import ChannelManifest
+from earthcast.errors import CorruptChunkError, NaNInWindowError
 
-
-class CorruptChunkError(RuntimeError):
-    """A Zarr chunk could not be read or decoded."""
-
-
-class NaNInWindowError(ValueError):
-    """An unmasked NaN/Inf was found in data that a training window needs."""
+__all__ = [
+    "CorruptChunkError",
+    "NaNInWindowError",
+    "check_finite",
+    "corrupt_chunk_error",
+    "read_block",
+    "state_arrays",
+]
 
 
 def state_arrays(ds: xr.Dataset, manifest: ChannelManifest) -> list[tuple[str, xr.DataArray]]:
@@ -84,12 +86,20 @@ def _read_one(
     try:
         return np.asarray(da.isel(time=slice(start, stop)).values)
     except Exception as err:
-        lo, hi = _first_bad_chunk(da, start, stop)
-        raise CorruptChunkError(
-            f"Reading {name!r} for {str(times[lo])[:19]} … {str(times[hi - 1])[:19]} from {where} failed "
-            f"({type(err).__name__}: {err}). A chunk of that variable is truncated or corrupt: re-download or "
-            "re-write that time range of the store."
-        ) from err
+        raise corrupt_chunk_error(times, name, da, start, stop, where, err) from err
+
+
+def corrupt_chunk_error(
+    times: np.ndarray, name: str, da: xr.DataArray, start: int, stop: int, where: str, err: Exception
+) -> CorruptChunkError:
+    """The error for a failed read of ``da`` (time, …) over store indices [start, stop): it names the variable
+    and the time range of the first chunk that cannot be read (found by reading chunk by chunk)."""
+    lo, hi = _first_bad_chunk(da, start, stop)
+    return CorruptChunkError(
+        f"Reading {name!r} for {str(times[lo])[:19]} … {str(times[hi - 1])[:19]} from {where} failed "
+        f"({type(err).__name__}: {err}). A chunk of that variable is truncated or corrupt: re-download or "
+        "re-write that time range of the store."
+    )
 
 
 def _first_bad_chunk(da: xr.DataArray, start: int, stop: int) -> tuple[int, int]:

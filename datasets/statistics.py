@@ -21,7 +21,8 @@ import platformdirs
 import xarray as xr
 
 from earthcast.datasets.channels import ChannelManifest
-from earthcast.datasets.reader import state_arrays
+from earthcast.datasets.reader import corrupt_chunk_error, state_arrays
+from earthcast.errors import CorruptChunkError
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,8 @@ def cache_key(store: str, manifest: ChannelManifest, start: str, end: str, step_
         "start": start,
         "end": end,
         "step_hours": step_hours,
+        # a calendar step (months) keys by its rule too; fixed steps keep the keys of earlier caches
+        **({"calendar_step": manifest.calendar_step} if manifest.calendar_step else {}),
     }
 
 
@@ -93,12 +96,22 @@ def _moments(da: xr.DataArray, dims: tuple[str, ...]) -> tuple[xr.DataArray, xr.
 
 
 def compute_statistics(
-    ds: xr.Dataset, manifest: ChannelManifest, start: str, end: str, *, steps_per_model_step: int
+    ds: xr.Dataset,
+    manifest: ChannelManifest,
+    start: str,
+    end: str,
+    *,
+    steps_per_model_step: int,
+    where: str = "the store",
 ) -> NormStats:
     """Compute statistics over ``time`` in [start, end] with one Dask pass over the data.
 
     Args:
         steps_per_model_step: the model step in units of the store's time spacing (1 for 6 h on WB2).
+        where: how to name the store in error messages.
+
+    Raises:
+        CorruptChunkError: a chunk cannot be read; names the variable and its time range.
     """
     lazy = []
     for _, da in state_arrays(ds, manifest):
@@ -116,7 +129,10 @@ def compute_statistics(
     for da in static_fields:
         mean, std = _moments(da, ("latitude", "longitude"))
         lazy += [mean.data, std.data]
-    values = dask.compute(*lazy, scheduler="threads")
+    try:
+        values = dask.compute(*lazy, scheduler="threads")
+    except Exception as err:
+        raise _locate_corrupt_chunk(ds, manifest, start, end, err, where) from err
     n_state = 3 * len(state_arrays(ds, manifest))
     state = [np.concatenate([np.atleast_1d(v) for v in values[i:n_state:3]]) for i in range(3)]
     static_mean, static_std = _static_moments(manifest, values[n_state:])
@@ -127,6 +143,32 @@ def compute_statistics(
         static_mean=static_mean,
         static_std=static_std,
     )
+
+
+def _locate_corrupt_chunk(
+    ds: xr.Dataset, manifest: ChannelManifest, start: str, end: str, err: Exception, where: str
+) -> Exception:
+    """The :class:`CorruptChunkError` naming the variable and time range that failed, or ``err`` itself when
+    every chunk reads (the failure was not a bad chunk)."""
+    times = ds["time"].values
+    lo = int(np.searchsorted(times, np.datetime64(start, "ns"), side="left"))
+    hi = int(np.searchsorted(times, np.datetime64(end, "ns"), side="right"))
+    for name, da in state_arrays(ds, manifest):
+        try:
+            da.isel(time=slice(lo, hi)).data.compute(scheduler="threads")
+        except Exception as inner:
+            return corrupt_chunk_error(times, name, da, lo, hi, where, inner)
+    for channel in manifest.static:
+        if channel.variable in ds.data_vars:
+            try:
+                ds[channel.variable].load()
+            except Exception as inner:
+                return CorruptChunkError(
+                    f"Reading the static field {channel.variable!r} from {where} failed "
+                    f"({type(inner).__name__}: {inner}): "
+                    "a chunk of it is truncated or corrupt; re-download or re-write that variable."
+                )
+    return err
 
 
 def _static_moments(manifest: ChannelManifest, values: tuple) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -170,7 +212,9 @@ def load_or_compute_statistics(
             log.warning("Statistics cache %s was made for another selection or store; recomputing.", path)
         except (json.JSONDecodeError, KeyError, TypeError):
             log.warning("Statistics cache %s is unreadable; recomputing.", path)
-    stats = compute_statistics(ds, manifest, start, end, steps_per_model_step=steps_per_model_step)
+    stats = compute_statistics(
+        ds, manifest, start, end, steps_per_model_step=steps_per_model_step, where=f"store {store!r}"
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     tmp.write_text(json.dumps({"key": key, "stats": stats.to_dict()}, indent=1))

@@ -18,11 +18,12 @@ import torch
 import xarray as xr
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from earthcast.datasets.boundary import manifest_forcings
 from earthcast.datasets.channels import ChannelManifest
-from earthcast.datasets.forcings import forcing_fields
 from earthcast.datasets.reader import check_finite, read_block, state_arrays
 from earthcast.datasets.store import open_store
 from earthcast.datasets.windows import WindowSpec
+from earthcast.errors import DataError
 
 
 @dataclass
@@ -67,7 +68,8 @@ class WindowStream(IterableDataset):
 
     - ``inputs``: (B, n_input, C, H, W) float32, physical units (normalisation happens on the device);
     - ``targets``: (B, n_target, C, H, W) float32;
-    - ``forcings``: (B, n_input + n_target, F, H, W) float32;
+    - ``forcings``: (B, n_input + n_target, F, H, W) float32 (analytic; for a limited-area model then the
+      truth in the boundary strip and the strip mask, physical units: :mod:`earthcast.datasets.boundary`);
     - ``static``: (B, S, H, W) float32, physical units;
     - ``mask``: (B, H, W) float32, 1 where valid (0 on masked land, whose NaNs are replaced by 0);
     - ``time``: (B,) int64 nanoseconds since 1970 of the last input step (the init time).
@@ -96,7 +98,7 @@ class WindowStream(IterableDataset):
     ) -> None:
         super().__init__()
         if len(starts) == 0:
-            raise ValueError(
+            raise DataError(
                 "No complete window fits in this split: widen its date range or shorten n_input/n_target/step."
             )
         self.source, self.manifest, self.spec = source, manifest, spec
@@ -166,7 +168,6 @@ class WindowStream(IterableDataset):
         """(block, start index) for every window of the given blocks; one parallel read per block."""
         ds = self.source.open()
         arrays, times = state_arrays(ds, self.manifest), ds["time"].values
-        lat, lon = np.asarray(self.manifest.latitude), np.asarray(self.manifest.longitude)
         span = (self.spec.length - 1) * self.k
         for b in blocks:
             starts = self.blocks[b]
@@ -175,7 +176,7 @@ class WindowStream(IterableDataset):
             check_finite(data, self.mask, self.manifest, times[lo:hi], where=self.source.path)
             if self.mask is not None:
                 data = np.where(self.mask[None, None], data, np.float32(0.0))
-            block = _Block(lo, data, forcing_fields(self.manifest.names("forcing"), times[lo:hi], lat, lon))
+            block = _Block(lo, data, manifest_forcings(self.manifest, times[lo:hi], data))
             for s in rng.permutation(starts) if self.shuffle else starts:
                 yield block, int(s)
 

@@ -1,4 +1,5 @@
-"""Training windows: N input steps plus K target leads at a model step that is a multiple of the store's spacing."""
+"""Training windows: N input steps plus K target leads, ``k`` store steps apart, at a model step that is a
+whole multiple of the store's spacing (:mod:`earthcast.datasets.time_axis`)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-
-class TimeAxisError(ValueError):
-    """The store's time axis cannot serve the requested windows."""
+from earthcast.datasets.time_axis import TimeStep
+from earthcast.errors import TimeAxisError
 
 
 @dataclass(frozen=True)
@@ -19,7 +19,8 @@ class WindowSpec:
     Attributes:
         n_input: input steps (the model sees times t−(n_input−1)Δ … t).
         n_target: target leads t+Δ … t+n_target·Δ.
-        step: model step Δ as a pandas offset string ("6h", "12h", "1D").
+        step: model step Δ: a pandas duration ("6h", "12h", "1D") or calendar months ("1MS", "1ME",
+            "monthly", "3MS", "1YS"); on a monthly axis the stamps' own rule places every step.
     """
 
     n_input: int = 1
@@ -32,47 +33,39 @@ class WindowSpec:
         return self.n_input + self.n_target
 
     @property
-    def step_timedelta(self) -> pd.Timedelta:
-        """Δ as a Timedelta."""
-        return pd.Timedelta(self.step)
+    def time_step(self) -> TimeStep:
+        """Δ parsed (its anchor is that of the step string, not yet the store's)."""
+        return TimeStep.parse(self.step)
 
 
-def store_spacing(times: np.ndarray, *, where: str) -> pd.Timedelta:
-    """The store's uniform time spacing.
+def stride(spec: WindowSpec, axis: TimeStep, *, where: str) -> int:
+    """The model step in store time steps; the model step itself is ``axis.scaled(stride(...))``.
+
+    Args:
+        axis: the store's spacing, from :func:`time_axis`.
 
     Raises:
-        TimeAxisError: fewer than two times, or a non-uniform axis (names the first gap).
+        TimeAxisError: Δ is not a positive multiple of the store spacing, or one is calendar months and the
+            other a fixed duration.
     """
-    t = np.asarray(times, dtype="datetime64[ns]")
-    if t.size < 2:
-        raise TimeAxisError(f"{where} has {t.size} time step(s); at least two are needed for windows.")
-    diffs = np.diff(t)
-    spacing = diffs[0]
-    bad = np.nonzero(diffs != spacing)[0]
-    if bad.size:
-        i = int(bad[0])
+    step = spec.time_step
+    if step.is_calendar and not axis.is_calendar:
         raise TimeAxisError(
-            f"The time axis of {where} is not uniform: {str(t[i])[:19]} -> {str(t[i + 1])[:19]} is "
-            f"{pd.Timedelta(diffs[i])}, but the spacing elsewhere is {pd.Timedelta(spacing)} "
-            f"({bad.size} irregular gap(s)). Fill or drop the missing times (e.g. ds.resample or reindex) "
-            "before training."
+            f"The model step {spec.step} is in calendar months but {where} has a uniform {axis} axis. Use a "
+            f"multiple of {axis} such as {axis} or {axis.scaled(2)}, or resample the store to months "
+            "(ds.resample(time='1MS').mean())."
         )
-    if spacing <= np.timedelta64(0, "ns"):
-        raise TimeAxisError(f"The time axis of {where} is not increasing; sort it with ds.sortby('time').")
-    return pd.Timedelta(spacing)
-
-
-def stride(spec: WindowSpec, spacing: pd.Timedelta, *, where: str) -> int:
-    """The model step in store time steps.
-
-    Raises:
-        TimeAxisError: Δ is not a positive multiple of the store spacing.
-    """
-    ratio = spec.step_timedelta / spacing
+    if axis.is_calendar and not step.is_calendar:
+        raise TimeAxisError(
+            f"The model step {spec.step} is a fixed duration but {where} is {axis.describe()}: its steps "
+            f"are whole calendar months. Use step '{axis}' (or 'monthly'), or a multiple such as "
+            f"'{axis.scaled(3)}'."
+        )
+    ratio = step.months / axis.months if axis.is_calendar else step.nominal / axis.nominal
     if ratio < 1 or abs(ratio - round(ratio)) > 1e-9:
         raise TimeAxisError(
-            f"The model step {spec.step} is not a multiple of the time spacing {spacing} of {where}. "
-            f"Use a step such as {spacing} or {2 * spacing}."
+            f"The model step {spec.step} is not a multiple of the time spacing {axis} of {where}. "
+            f"Use a step such as {axis} or {axis.scaled(2)}."
         )
     return round(ratio)
 

@@ -16,13 +16,15 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from earthcast.errors import DataError, OutputExistsError
+
 ZARR_FORMAT = 2
 
 
 def _float32_with_units(ds: xr.Dataset) -> xr.Dataset:
     missing = [name for name, da in ds.data_vars.items() if "units" not in da.attrs]
     if missing:
-        raise ValueError(
+        raise DataError(
             f"Variables {missing} have no 'units' attribute. WB2 stores carry units on every variable; "
             "set ds[name].attrs['units'] (e.g. 'K', 'm**2 s**-2', 'm s**-1', 'Pa', '1') before writing."
         )
@@ -81,7 +83,7 @@ def atomic_store(path: str | os.PathLike, *, overwrite: bool = False) -> Iterato
     """
     final = Path(path)
     if final.exists() and not overwrite:
-        raise FileExistsError(f"{final} already exists; pass overwrite=True or choose another path.")
+        raise OutputExistsError(f"{final} already exists; pass overwrite=True or choose another path.")
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f".{final.name}.partial-{uuid.uuid4().hex[:8]}")
     try:

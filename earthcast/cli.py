@@ -12,6 +12,8 @@ import os
 import sys
 from collections.abc import Sequence
 
+from earthcast.errors import EarthcastError
+
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("earthcast.commands.demo", "the main job: train, roll out a year, score, plot, report"),
     "train": (
@@ -42,8 +44,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 """Sub-command name -> (module with ``main(argv) -> int``, one-line help)."""
 
-USER_ERRORS = (KeyError, ValueError, FileNotFoundError, FileExistsError, RuntimeError, ImportError)
-"""Errors whose messages name the problem and the fix: shown without a traceback."""
 
 LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
@@ -71,10 +71,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     module = importlib.import_module(COMMANDS[name][0])
     try:
         return int(module.main(rest) or 0)
-    except USER_ERRORS as err:
+    except EarthcastError as err:
+        # Raised on purpose, with a message that names the problem and the fix: one line, no traceback.
+        # Anything else is unexpected and keeps its traceback.
         if os.environ.get("EARTHCAST_DEBUG"):
             raise
-        message = err.args[0] if err.args else repr(err)
+        message = str(err)
         print(
             f"earthcast {name}: error: {message}\n(set EARTHCAST_DEBUG=1 for the traceback)", file=sys.stderr
         )

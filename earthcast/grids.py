@@ -7,8 +7,11 @@ stores lay them out (``regridding.LongitudeScheme.START_AT_ZERO``).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+
+from earthcast.errors import ConfigError, GridError
 
 GRID_TOLERANCE_DEG = 1e-3
 """WB2's ``_ensure_aligned_grid`` tolerance between forecast and truth coordinates, in degrees."""
@@ -69,7 +72,7 @@ def wb2_grid(name: str) -> Grid:
         return WB2_GRIDS[name]
     except KeyError:
         known = ", ".join(sorted(WB2_GRIDS))
-        raise ValueError(f"Unknown WB2 grid {name!r}. Known grids: {known}.") from None
+        raise ConfigError(f"Unknown WB2 grid {name!r}. Known grids: {known}.") from None
 
 
 def grid_mismatch(
@@ -92,3 +95,139 @@ def grid_mismatch(
                 f"the tolerance is {tolerance}°"
             )
     return None
+
+
+GEOMETRY_KINDS: dict[str, str] = {
+    "global_poles": "global, with pole rows (longitude wraps; rows fold across the poles onto themselves)",
+    "global": "global, without pole rows (longitude wraps; rows fold across the poles)",
+    "band": "a latitude band around the globe (longitude wraps; no pole)",
+    "regional": "regional (limited area: no wrap, no fold)",
+    "periodic": "doubly periodic (idealised β-plane: both directions wrap)",
+}
+"""Grid geometries, name -> description. They decide padding (models) and area weights (loss and scores)."""
+
+GEOMETRY_ATTR = "grid_geometry"
+"""Dataset attribute through which a store declares its geometry (the QG β-plane demo says ``periodic``)."""
+
+AREA_WEIGHTINGS: dict[str, str] = {
+    "global_poles": "wb2_cell_area",
+    "global": "wb2_cell_area",
+    "band": "cell_area",
+    "regional": "cell_area",
+    "periodic": "uniform",
+}
+"""Geometry -> the area weighting used for losses and scores (recorded in results files)."""
+
+
+@dataclass(frozen=True)
+class GridGeometry:
+    """What a grid is on the sphere: global (with or without pole rows), a latitude band, a regional box, or
+    a doubly periodic β-plane. Derived from the coordinates by :func:`grid_geometry`.
+
+    Attributes:
+        kind: one of :data:`GEOMETRY_KINDS`.
+    """
+
+    kind: str
+
+    def __post_init__(self) -> None:
+        if self.kind not in GEOMETRY_KINDS:
+            raise GridError(
+                f"unknown grid geometry {self.kind!r}; use one of {', '.join(GEOMETRY_KINDS)} "
+                "(or leave it unset to derive it from the coordinates)"
+            )
+
+    @property
+    def wraps_longitude(self) -> bool:
+        """Whether the east edge joins the west edge."""
+        return self.kind != "regional"
+
+    @property
+    def folds_poles(self) -> bool:
+        """Whether rows continue across a pole onto the meridian 180° away."""
+        return self.kind in ("global_poles", "global")
+
+    @property
+    def area_weighting(self) -> str:
+        """``wb2_cell_area`` (WB2's exact formula), ``cell_area`` (own cell bounds) or ``uniform``."""
+        return AREA_WEIGHTINGS[self.kind]
+
+    def describe(self) -> str:
+        """One line for ``earthcast data info``."""
+        return f"{self.kind}: {GEOMETRY_KINDS[self.kind]}"
+
+
+def _regular_spacing(values: np.ndarray, axis: str) -> float:
+    """The spacing of a strictly ascending, regular coordinate, or a :class:`GridError` naming the problem."""
+    if values.size < 2:
+        return 0.0
+    diffs = np.diff(values)
+    if not (np.all(diffs > 0) or np.all(diffs < 0)):
+        raise GridError(
+            f"{axis} is not monotonic (first values {np.round(values[:4], 6).tolist()}); earthcast needs a "
+            f"regular {axis} axis. Sort the store by {axis} (ds.sortby('{axis}')) or regrid it."
+        )
+    step = float(np.median(diffs))
+    worst = int(np.argmax(np.abs(diffs - step)))
+    if abs(diffs[worst] - step) > GRID_TOLERANCE_DEG:
+        raise GridError(
+            f"{axis} spacing is irregular: {values[worst]:.6g} -> {values[worst + 1]:.6g} is "
+            f"{diffs[worst]:.6g}° but the typical step is {step:.6g}° (tolerance {GRID_TOLERANCE_DEG}°). "
+            "Regrid the data to an equiangular grid (e.g. with xesmf or WB2's conservative regridder); "
+            "Gaussian grids are not supported."
+        )
+    return step
+
+
+def grid_geometry(latitude: np.ndarray, longitude: np.ndarray, declared: str | None = None) -> GridGeometry:
+    """The geometry of a regular grid, derived from its coordinates.
+
+    Global: the longitudes cover 360° (n·Δλ = 360° within 1e-3°) and the latitudes reach both poles (pole
+    rows at ±90°, or cell edges half a spacing beyond the outer rows at ±90°). A band covers 360° of
+    longitude but not the poles. Anything else is regional. A doubly periodic β-plane cannot be told from
+    its coordinates: the store (attribute ``grid_geometry``) or the config declares it.
+
+    Args:
+        latitude: (H,) degrees north, ascending.
+        longitude: (W,) degrees east, ascending (may run past 360 or start below 0 for a regional box).
+        declared: a geometry named by the store or the user; it must be possible on this grid (a box
+            cannot be declared global; any grid may be declared regional or periodic).
+
+    Raises:
+        GridError: non-monotonic or irregular coordinates, or a declared geometry the grid cannot have.
+    """
+    lat = np.asarray(latitude, dtype=np.float64)
+    lon = np.asarray(longitude, dtype=np.float64)
+    dlat = _regular_spacing(lat, "latitude")
+    dlon = _regular_spacing(lon, "longitude")
+    wraps = lon.size > 1 and abs(lon.size * dlon - 360.0) <= GRID_TOLERANCE_DEG
+    pole_rows = (
+        lat.size > 1
+        and abs(lat[0] + 90.0) <= GRID_TOLERANCE_DEG
+        and abs(lat[-1] - 90.0) <= GRID_TOLERANCE_DEG
+    )
+    edges = (
+        lat.size > 1
+        and abs(lat[0] - dlat / 2 + 90.0) <= GRID_TOLERANCE_DEG
+        and abs(lat[-1] + dlat / 2 - 90.0) <= GRID_TOLERANCE_DEG
+    )
+    derived = ("global_poles" if pole_rows else "global" if edges else "band") if wraps else "regional"
+    if declared is None or declared == derived:
+        return GridGeometry(derived)
+    possible = {"regional", "periodic"} | ({"band"} if wraps else set())
+    if declared not in possible:
+        GridGeometry(declared)  # unknown names get the list of valid ones
+        raise GridError(
+            f"the grid ({lat.size}x{lon.size}, latitudes {lat[0]:g}…{lat[-1]:g}, longitudes {lon[0]:g}…"
+            f"{lon[-1]:g}) cannot be {declared!r}: its coordinates make it {derived!r}. Remove the "
+            f"geometry setting, or set it to one of {sorted(possible | {derived})}."
+        )
+    return GridGeometry(declared)
+
+
+def dataset_geometry(ds: Any, declared: str | None = None) -> GridGeometry:
+    """The geometry of an (opened, normalised) xarray dataset: ``declared`` if given, else the store's own
+    ``grid_geometry`` attribute, checked against and otherwise derived from its coordinates."""
+    return grid_geometry(
+        ds["latitude"].values, ds["longitude"].values, declared or ds.attrs.get(GEOMETRY_ATTR)
+    )

@@ -25,8 +25,9 @@ from torch import nn
 
 from earthcast.datasets.channels import ChannelManifest
 from earthcast.datasets.statistics import NormStats
+from earthcast.errors import ConfigError
 from earthcast.grids import grid_mismatch
-from earthcast.models.geometry import Downsample, PoleFold, SphereResBlock, Upsample
+from earthcast.models.geometry import Downsample, Halo, SphereResBlock, Upsample
 from earthcast.models.tritoncast import TritonCast, TritonCastConfig
 from earthcast.scoring.climatology import N_DAYS, build_climatology, check_climatology, climatology_variable
 
@@ -59,11 +60,11 @@ class Climatology(nn.Module):
     def __init__(self, values: torch.Tensor, hours: Sequence[int]) -> None:
         super().__init__()
         if values.dim() != 5 or values.shape[1] != N_DAYS or values.shape[0] != len(hours):
-            raise ValueError(
+            raise ConfigError(
                 f"climatology values must be (n_hours={len(hours)}, {N_DAYS}, C, H, W), got {tuple(values.shape)}"
             )
         if not torch.isfinite(values).all():
-            raise ValueError(
+            raise ConfigError(
                 "the climatology has NaN/Inf values (masked land?); fill them (e.g. with the channel mean) first"
             )
         self.hours = [int(h) for h in hours]
@@ -79,7 +80,7 @@ class Climatology(nn.Module):
             hour_pos = pd.Index(self.hours).get_indexer(stamps.hour)
             if (hour_pos < 0).any():
                 bad = stamps[hour_pos < 0][0]
-                raise ValueError(
+                raise ConfigError(
                     f"valid time {bad} is at {bad.hour:02d} UTC but the climatology has hours {self.hours}; "
                     "build the climatology with an hour_interval that divides the model step"
                 )
@@ -93,7 +94,7 @@ class Climatology(nn.Module):
         time: torch.Tensor | None = None,
     ) -> torch.Tensor:
         if time is None:
-            raise ValueError("the climatology baseline needs the valid time of each sample (time=...)")
+            raise ConfigError("the climatology baseline needs the valid time of each sample (time=...)")
         table = self.values.flatten(0, 1)  # (n_hours * 366, C, H, W)
         return table[self.positions(time)].to(state.dtype)
 
@@ -108,9 +109,9 @@ class Climatology(nn.Module):
             clim["latitude"].values, clim["longitude"].values, manifest.latitude, manifest.longitude
         )
         if problem:
-            raise ValueError(f"the climatology is on another grid than the data: {problem}; regrid it first")
+            raise ConfigError(f"the climatology is on another grid than the data: {problem}; regrid it first")
         if clim.sizes["dayofyear"] != N_DAYS:
-            raise ValueError(
+            raise ConfigError(
                 f"the climatology must have {N_DAYS} days of year, it has {clim.sizes['dayofyear']}"
             )
         channels = []
@@ -118,7 +119,7 @@ class Climatology(nn.Module):
             da = climatology_variable(clim, channel.variable)
             if channel.level is not None:
                 if "level" not in da.dims or channel.level not in da["level"].values:
-                    raise ValueError(
+                    raise ConfigError(
                         f"the climatology of {channel.variable!r} has no level {channel.level}; rebuild it "
                         "with every level the model uses"
                     )
@@ -153,22 +154,22 @@ class ConcatUNet(nn.Module):
     """U-Net body on the sphere: per level ``depth`` residual blocks, 2× merges, transposed-conv
     upsampling and concatenated skips (1×1 conv back to the level width). (B, w0, H, W) -> same."""
 
-    def __init__(self, widths: tuple[int, ...], depth: int, fold: PoleFold) -> None:
+    def __init__(self, widths: tuple[int, ...], depth: int, halo: Halo) -> None:
         super().__init__()
-        folds: list[PoleFold] = [fold] + ["half"] * (len(widths) - 1)
+        halos = [halo] + [halo.coarse()] * (len(widths) - 1)
 
-        def stage(w_in: int, w_out: int, f: PoleFold) -> nn.Sequential:
+        def stage(w_in: int, w_out: int, h: Halo) -> nn.Sequential:
             return nn.Sequential(
-                *[SphereResBlock(w_in if i == 0 else w_out, w_out, fold=f) for i in range(depth)]
+                *[SphereResBlock(w_in if i == 0 else w_out, w_out, halo=h) for i in range(depth)]
             )
 
-        self.encoders = nn.ModuleList(stage(w, w, f) for w, f in zip(widths[:-1], folds))
+        self.encoders = nn.ModuleList(stage(w, w, h) for w, h in zip(widths[:-1], halos))
         self.downs = nn.ModuleList(
-            Downsample(a, b, fold=f) for a, b, f in zip(widths[:-1], widths[1:], folds)
+            Downsample(a, b, halo=h) for a, b, h in zip(widths[:-1], widths[1:], halos)
         )
-        self.bottom = stage(widths[-1], widths[-1], folds[-1])
+        self.bottom = stage(widths[-1], widths[-1], halos[-1])
         self.ups = nn.ModuleList(Upsample(b, a) for a, b in itertools.pairwise(widths))
-        self.decoders = nn.ModuleList(stage(2 * w, w, f) for w, f in zip(widths[:-1], folds))
+        self.decoders = nn.ModuleList(stage(2 * w, w, h) for w, h in zip(widths[:-1], halos))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         skips = []
@@ -187,5 +188,5 @@ class UNet(TritonCast):
     """Conv U-Net baseline with TritonCast's inputs, outputs and sphere padding; ``config.core`` and
     ``config.ablation`` are ignored. Same constructor and forward as :class:`TritonCast`."""
 
-    def build_body(self, cfg: TritonCastConfig, fold: PoleFold) -> nn.Module:
-        return ConcatUNet(cfg.widths, cfg.depth, fold)
+    def build_body(self, cfg: TritonCastConfig, halo: Halo) -> nn.Module:
+        return ConcatUNet(cfg.widths, cfg.depth, halo)

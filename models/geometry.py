@@ -1,101 +1,184 @@
-"""Sphere-aware padding and convolutions for fields on a regular latitude/longitude grid.
+"""Padding and convolutions that follow the grid's geometry, for fields on a regular latitude/longitude grid.
 
-Fields are (B, C, H, W) with latitude ascending along H (south pole first) and longitude along W.
+Fields are (B, C, H, W) with latitude ascending along H (south first) and longitude along W. How a field is
+continued beyond its edges is a :class:`Halo`, chosen from the grid's
+:class:`~earthcast.grids.GridGeometry` by :meth:`Halo.for_geometry`:
 
-- **Longitude** is periodic: every convolution pads W circularly (column -1 is the last column).
-- **Latitude** is padded by folding across the pole: walking k rows past a pole lands on the meridian
-  180° away, so the padded row is an interior row rolled by W/2 columns. Which interior row depends on
-  where the pole sits:
+- **global** grids wrap longitude circularly and fold latitude across the poles: walking k rows past a pole
+  lands on the meridian 180° away, so the padded row is an interior row rolled by W/2 columns.
 
-  - ``"half"`` (grids without pole rows, e.g. 64x32 where the first latitude is -87.1875°): the pole lies
-    half a cell outside the first row, so padded row -k (k = 1, 2, …) is row k-1, rolled by W/2;
-  - ``"whole"`` (grids with pole rows, e.g. 240x121 where the first latitude is -90°): the pole row is its
-    own mirror, so padded row -k is row k, rolled by W/2.
+  - ``"half"`` (no pole rows, e.g. 64x32 where the first latitude is -87.1875°): the pole lies half a cell
+    outside the first row, so padded row -k (k = 1, 2, …) is row k-1, rolled by W/2;
+  - ``"whole"`` (pole rows, e.g. 240x121 where the first latitude is -90°): the pole row is its own mirror,
+    so padded row -k is row k, rolled by W/2.
 
-  The same rule applies at the north end. Vector components (u, v) change sign across a pole in a fixed
-  frame; the fold copies values without that sign flip. Only the stem sees raw winds, and the learned
-  filters of every later layer act on mixtures of channels, so this is a documented approximation.
-- Coarse levels of the V-cycle are built by 2×2 patch merges. A merged row covers two fine rows, so a
-  grid without pole rows stays pole-symmetric ("half") at every level; for a grid with pole rows the
-  coarse levels use "half" too, which is then an approximation of the true geometry (off by half a
-  coarse cell). Before a merge, H and W are padded to even sizes with extra folded rows (north end) and
-  wrapped columns, and the decoder crops back, so any H×W works (121×240 included).
+  Vector components (u, v) in the fixed east/north frame change sign across a pole: the local east and
+  north of the far meridian point opposite to the continued frame. The fold therefore multiplies the
+  folded rows of such channels by -1 (``sign``), so a solid-body flow over the pole pads to itself. Only
+  the stem sees raw fields; later layers act on learned mixtures and fold without a sign.
+- **band** grids (360° of longitude, no poles) wrap longitude and replicate the edge rows;
+- **regional** grids replicate the edge rows and columns: no wrap and no fold, nothing periodic is
+  invented (limited-area models take their boundary as forcing instead);
+- **periodic** grids (an idealised β-plane) wrap both directions.
+
+Coarse levels of the V-cycle are built by 2×2 patch merges. A merged row covers two fine rows, so a global
+grid without pole rows stays pole-symmetric ("half") at every level; for a grid with pole rows the coarse
+levels use "half" too (:meth:`Halo.coarse`), an approximation of the true geometry (off by half a coarse
+cell). Before a merge, H and W are padded to even sizes at the north and east ends, and the decoder crops
+back, so any H×W works (121×240 included).
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-PoleFold = Literal["half", "whole"]
-POLE_FOLDS: tuple[str, ...] = ("half", "whole")
+from earthcast.errors import ConfigError
+from earthcast.grids import GridGeometry
+
+LATITUDE_MODES: tuple[str, ...] = ("half", "whole", "replicate", "circular")
+LONGITUDE_MODES: tuple[str, ...] = ("circular", "replicate")
 
 
-def pad_longitude(x: torch.Tensor, left: int, right: int) -> torch.Tensor:
-    """Circular padding along W: (B, C, H, W) -> (B, C, H, left + W + right)."""
+@dataclass(frozen=True)
+class Halo:
+    """How fields are continued beyond the grid edges.
+
+    Attributes:
+        lat: ``"half"`` / ``"whole"`` (pole fold without / with pole rows), ``"replicate"`` or
+            ``"circular"``.
+        lon: ``"circular"`` or ``"replicate"``.
+    """
+
+    lat: str = "half"
+    lon: str = "circular"
+
+    def __post_init__(self) -> None:
+        if self.lat not in LATITUDE_MODES or self.lon not in LONGITUDE_MODES:
+            raise ConfigError(
+                f"unknown halo (lat={self.lat!r}, lon={self.lon!r}); latitude modes are {LATITUDE_MODES}, "
+                f"longitude modes {LONGITUDE_MODES}"
+            )
+
+    @classmethod
+    def for_geometry(cls, geometry: GridGeometry | str) -> Halo:
+        """The halo of a grid geometry (or its kind name)."""
+        kind = geometry.kind if isinstance(geometry, GridGeometry) else GridGeometry(str(geometry)).kind
+        return {
+            "global_poles": cls("whole", "circular"),
+            "global": cls("half", "circular"),
+            "band": cls("replicate", "circular"),
+            "regional": cls("replicate", "replicate"),
+            "periodic": cls("circular", "circular"),
+        }[kind]
+
+    @property
+    def folds(self) -> bool:
+        """Whether latitude folds across a pole (and vector components change sign there)."""
+        return self.lat in ("half", "whole")
+
+    def coarse(self) -> Halo:
+        """The halo of a 2×-coarsened level: pole rows do not survive a patch merge ("whole" -> "half")."""
+        return Halo("half", self.lon) if self.lat == "whole" else self
+
+    def max_rows(self, height: int) -> int:
+        """The most rows that can be padded at each end of a field ``height`` rows high."""
+        return height - 1 if self.lat == "whole" else height
+
+    def pad(
+        self,
+        x: torch.Tensor,
+        south: int,
+        north: int,
+        west: int,
+        east: int,
+        sign: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """(B, C, H, W) -> (B, C, south + H + north, west + W + east).
+
+        Latitude first, so a fold's 180° roll uses the true number of longitudes; the corners are then the
+        continued columns of the padded rows. ``sign`` (C,) multiplies folded rows (see the module docstring).
+        """
+        return pad_longitude(pad_latitude(x, south, north, self.lat, sign), west, east, self.lon)
+
+
+def pad_longitude(x: torch.Tensor, left: int, right: int, mode: str = "circular") -> torch.Tensor:
+    """Padding along W, circular or replicated: (B, C, H, W) -> (B, C, H, left + W + right)."""
     if left == 0 and right == 0:
         return x
     width = x.shape[-1]
+    if mode == "replicate":
+        return torch.cat(
+            [x[..., :1].expand(*x.shape[:-1], left), x, x[..., -1:].expand(*x.shape[:-1], right)], -1
+        )
     if left > width or right > width:
-        raise ValueError(f"cannot wrap {max(left, right)} columns around a field only {width} wide")
+        raise ConfigError(f"cannot wrap {max(left, right)} columns around a field only {width} wide")
     return torch.cat([x[..., width - left :], x, x[..., :right]], dim=-1)
 
 
-def _fold_rows(x: torch.Tensor, rows: list[int]) -> torch.Tensor:
-    """Rows ``rows`` of x (B, C, H, W), rolled by half the longitudes (the meridian 180° away)."""
-    picked = x[..., rows, :]
-    return torch.roll(picked, shifts=x.shape[-1] // 2, dims=-1)
+def _fold_rows(x: torch.Tensor, rows: list[int], sign: torch.Tensor | None) -> torch.Tensor:
+    """Rows ``rows`` of x (B, C, H, W), rolled by half the longitudes (the meridian 180° away), times sign."""
+    picked = torch.roll(x[..., rows, :], shifts=x.shape[-1] // 2, dims=-1)
+    return picked if sign is None else picked * sign.to(picked.dtype)[:, None, None]
 
 
-def pad_latitude(x: torch.Tensor, south: int, north: int, fold: PoleFold = "half") -> torch.Tensor:
-    """Pole-fold padding along H: (B, C, H, W) -> (B, C, south + H + north, W).
+def pad_latitude(
+    x: torch.Tensor, south: int, north: int, mode: str = "half", sign: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Padding along H: (B, C, H, W) -> (B, C, south + H + north, W).
 
-    ``south`` rows are added before row 0 and ``north`` rows after row H-1, each the mirror across the
-    nearest pole of an interior row, rolled by W // 2 columns (see the module docstring for ``fold``).
+    ``mode`` ``"half"``/``"whole"``: each padded row is the mirror across the nearest pole of an interior row,
+    rolled by W // 2 columns and multiplied by ``sign`` (C,) (-1 for vector components, see the module
+    docstring); ``"replicate"``: copies of the edge row; ``"circular"``: rows from the other end.
     """
-    if fold not in POLE_FOLDS:
-        raise ValueError(f"unknown pole fold {fold!r}; use 'half' (no pole rows) or 'whole' (pole rows)")
+    if mode not in LATITUDE_MODES:
+        raise ConfigError(f"unknown latitude padding {mode!r}; use one of {LATITUDE_MODES}")
     if south == 0 and north == 0:
         return x
     height = x.shape[-2]
-    offset = 0 if fold == "half" else 1
+    if mode == "replicate":
+        shape = x.shape[:-2]
+        return torch.cat(
+            [x[..., :1, :].expand(*shape, south, -1), x, x[..., -1:, :].expand(*shape, north, -1)], dim=-2
+        )
+    if mode == "circular":
+        if max(south, north) > height:
+            raise ConfigError(f"cannot wrap {max(south, north)} rows around a field only {height} rows high")
+        return torch.cat([x[..., height - south :, :], x, x[..., :north, :]], dim=-2)
+    offset = 0 if mode == "half" else 1
     if max(south, north) + offset > height:
-        raise ValueError(
+        raise ConfigError(
             f"cannot fold {max(south, north)} rows across the pole of a field only {height} rows high; "
             "use fewer levels or a finer grid"
         )
     parts = []
     if south:
         # padded row -k (k = south … 1) mirrors row k - 1 + offset
-        parts.append(_fold_rows(x, [k - 1 + offset for k in range(south, 0, -1)]))
+        parts.append(_fold_rows(x, [k - 1 + offset for k in range(south, 0, -1)], sign))
     parts.append(x)
     if north:
         # padded row H - 1 + k (k = 1 … north) mirrors row H - k - offset
-        parts.append(_fold_rows(x, [height - k - offset for k in range(1, north + 1)]))
+        parts.append(_fold_rows(x, [height - k - offset for k in range(1, north + 1)], sign))
     return torch.cat(parts, dim=-2)
 
 
-def pad_sphere(x: torch.Tensor, rows: int, cols: int, fold: PoleFold = "half") -> torch.Tensor:
-    """Symmetric halo: ``rows`` folded rows at each pole and ``cols`` wrapped columns at each side.
-
-    The fold comes first, so its 180° roll uses the true number of longitudes; the corners are then the
-    wrapped columns of the folded rows."""
-    return pad_longitude(pad_latitude(x, rows, rows, fold), cols, cols)
-
-
-def pad_to_multiple(x: torch.Tensor, factor: int, fold: PoleFold = "half") -> torch.Tensor:
-    """Append folded rows (north end) and wrapped columns until H and W are multiples of ``factor``."""
-    x = pad_latitude(x, 0, -x.shape[-2] % factor, fold)
-    return pad_longitude(x, 0, -x.shape[-1] % factor)
+def pad_to_multiple(x: torch.Tensor, factor: int, halo: Halo) -> torch.Tensor:
+    """Pad the north end and the east side until H and W are multiples of ``factor``."""
+    return halo.pad(x, 0, -x.shape[-2] % factor, 0, -x.shape[-1] % factor)
 
 
 class SphereConv2d(nn.Module):
-    """A stride-1 k×k convolution that pads on the sphere (periodic longitude, pole fold) instead of zeros.
+    """A stride-1 k×k convolution that pads by the grid's :class:`Halo` instead of zeros.
 
     (B, C_in, H, W) -> (B, C_out, H, W).
+
+    Args:
+        vector_sign: (C_in,) +1/-1 per input channel: -1 for vector components, which change sign across
+            a pole fold (used by the stem, which sees raw fields). Stored as a non-persistent buffer.
     """
 
     def __init__(
@@ -106,18 +189,24 @@ class SphereConv2d(nn.Module):
         *,
         groups: int = 1,
         bias: bool = True,
-        fold: PoleFold = "half",
+        halo: Halo | None = None,
+        vector_sign: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
         if kernel_size % 2 != 1:
-            raise ValueError(f"kernel_size must be odd for same-size output, got {kernel_size}")
-        if fold not in POLE_FOLDS:
-            raise ValueError(f"unknown pole fold {fold!r}; use 'half' (no pole rows) or 'whole' (pole rows)")
-        self.halo, self.fold = kernel_size // 2, fold
+            raise ConfigError(f"kernel_size must be odd for same-size output, got {kernel_size}")
+        self.width, self.halo = kernel_size // 2, halo or Halo()
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, groups=groups, bias=bias)
+        sign = None
+        if vector_sign is not None:
+            sign = torch.as_tensor(vector_sign, dtype=torch.float32)
+            if sign.shape != (in_channels,):
+                raise ConfigError(f"vector_sign needs one value per input channel ({in_channels})")
+        self.register_buffer("vector_sign", sign, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(pad_sphere(x, self.halo, self.halo, self.fold))
+        k = self.width
+        return self.conv(self.halo.pad(x, k, k, k, k, self.vector_sign))
 
 
 def group_norm(channels: int, max_groups: int = 8) -> nn.GroupNorm:
@@ -127,18 +216,18 @@ def group_norm(channels: int, max_groups: int = 8) -> nn.GroupNorm:
 
 
 class SphereResBlock(nn.Module):
-    """Residual conv block on the sphere: x + GN(conv(GELU(GN(conv(x))))) (1×1 projection if widths differ).
+    """Residual conv block padded by the grid's halo: x + GN(conv(GELU(GN(conv(x))))) (1×1 projection if widths differ).
 
     (B, C_in, H, W) -> (B, C_out, H, W).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, *, fold: PoleFold = "half") -> None:
+    def __init__(self, in_channels: int, out_channels: int, *, halo: Halo | None = None) -> None:
         super().__init__()
         self.body = nn.Sequential(
-            SphereConv2d(in_channels, out_channels, 3, fold=fold),
+            SphereConv2d(in_channels, out_channels, 3, halo=halo),
             group_norm(out_channels),
             nn.GELU(),
-            SphereConv2d(out_channels, out_channels, 3, fold=fold),
+            SphereConv2d(out_channels, out_channels, 3, halo=halo),
             group_norm(out_channels),
         )
         self.skip = nn.Identity() if in_channels == out_channels else nn.Conv2d(in_channels, out_channels, 1)
@@ -151,18 +240,18 @@ class SphereResBlock(nn.Module):
 class Downsample(nn.Module):
     """f×f patch merge (stride-f conv): (B, C_in, H, W) -> (B, C_out, ceil(H/f), ceil(W/f)).
 
-    H and W are first padded on the sphere to multiples of f (:func:`pad_to_multiple`)."""
+    H and W are first padded by the grid's halo to multiples of f (:func:`pad_to_multiple`)."""
 
     def __init__(
-        self, in_channels: int, out_channels: int, *, factor: int = 2, fold: PoleFold = "half"
+        self, in_channels: int, out_channels: int, *, factor: int = 2, halo: Halo | None = None
     ) -> None:
         super().__init__()
-        self.fold, self.factor = fold, factor
+        self.halo, self.factor = halo or Halo(), factor
         self.merge = nn.Conv2d(in_channels, out_channels, kernel_size=factor, stride=factor)
         self.norm = group_norm(out_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(self.merge(pad_to_multiple(x, self.factor, self.fold)))
+        return self.norm(self.merge(pad_to_multiple(x, self.factor, self.halo)))
 
 
 class Upsample(nn.Module):

@@ -14,16 +14,11 @@ from torch import nn
 from earthcast.datasets.channels import ChannelManifest
 from earthcast.datasets.statistics import NormStats
 from earthcast.datasets.store import open_store
+from earthcast.errors import ConfigError
 from earthcast.models.baselines import Climatology, Persistence, UNet
 from earthcast.models.tritoncast import TritonCast, size_config
 
 MODEL_NAMES: tuple[str, ...] = ("tritoncast", "unet", "persistence", "climatology")
-
-
-def pole_fold_of(manifest: ChannelManifest) -> str:
-    """``"whole"`` if the grid has pole rows (first or last latitude at ±90°), else ``"half"``."""
-    lat = np.asarray(manifest.latitude)
-    return "whole" if lat.size and max(abs(lat[0]), abs(lat[-1])) > 90.0 - 1e-6 else "half"
 
 
 def build_model(
@@ -39,7 +34,8 @@ def build_model(
 
     Args:
         name: one of :data:`MODEL_NAMES`.
-        manifest, stats: the data's channels/grid and statistics (channel counts, residual scaling, pole fold).
+        manifest, stats: the data's channels, grid geometry (padding, sign flips of vector components across
+            the poles) and statistics (residual scaling).
         n_input: input time steps.
         size: named size for ``tritoncast`` and ``unet``.
         overrides: ``TritonCastConfig`` fields for ``tritoncast``/``unet`` (``core`` entries are merged);
@@ -47,32 +43,44 @@ def build_model(
             with optional ``start``, ``end`` and ``window`` (computed from that period of the truth).
     """
     if name in ("tritoncast", "unet"):
-        overrides.setdefault("pole_fold", pole_fold_of(manifest))
+        geometry = manifest.grid_geometry.kind
+        if overrides.setdefault("geometry", geometry) != geometry:
+            raise ConfigError(
+                f"model_settings.geometry is {overrides['geometry']!r} but the data's grid is {geometry!r}; "
+                "remove it from model_settings (it comes from the data) or set data.geometry instead"
+            )
         config = size_config(size, **overrides)
         scale = np.asarray(stats.tendency_std) / np.asarray(stats.state_std)
         cls = TritonCast if name == "tritoncast" else UNet
         return cls(
-            len(manifest.state), len(manifest.static), len(manifest.forcing), n_input, config, scale.tolist()
+            len(manifest.state),
+            len(manifest.static),
+            len(manifest.forcing),
+            n_input,
+            config,
+            scale.tolist(),
+            manifest.vector_channels(),
+            boundary=manifest.boundary_width > 0,
         )
     if name == "persistence":
         if overrides:
-            raise ValueError(f"persistence takes no settings, got {sorted(overrides)}")
+            raise ConfigError(f"persistence takes no settings, got {sorted(overrides)}")
         return Persistence()
     if name == "climatology":
         store, truth = overrides.pop("climatology_store", None), overrides.pop("truth_store", None)
         if (store is None) == (truth is None):
-            raise ValueError(
+            raise ConfigError(
                 "the climatology baseline needs exactly one of climatology_store= (a WB2 climatology store) "
                 "or truth_store= (a truth store to compute it from, with optional start/end/window)"
             )
         if store is not None:
             if overrides:
-                raise ValueError(
+                raise ConfigError(
                     f"unexpected climatology settings {sorted(overrides)} with climatology_store"
                 )
             return Climatology.from_dataset(open_store(store), manifest, stats)
         unknown = sorted(set(overrides) - {"start", "end", "window"})
         if unknown:
-            raise ValueError(f"unknown climatology settings {unknown}; valid: start, end, window")
+            raise ConfigError(f"unknown climatology settings {unknown}; valid: start, end, window")
         return Climatology.from_truth(open_store(truth), manifest, stats, **overrides)
-    raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")
+    raise ConfigError(f"unknown model {name!r}; choose one of {', '.join(MODEL_NAMES)}")

@@ -22,8 +22,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from earthcast.errors import ConfigError
+from earthcast.grids import GEOMETRY_KINDS
 from earthcast.models.backbone import count_parameters
-from earthcast.models.geometry import POLE_FOLDS, PoleFold, SphereConv2d
+from earthcast.models.geometry import Halo, SphereConv2d
 from earthcast.models.vcycle import VCycle, backbone_config
 
 OUTPUTS: tuple[str, ...] = ("residual", "direct")
@@ -41,8 +43,10 @@ class TritonCastConfig:
             heads, d_state, headdim, backend, …).
         output: ``"residual"`` (tendency-scaled increment) or ``"direct"`` (full next state).
         ablation: ``"none"``, ``"no_core"``, ``"no_skip"`` or ``"flat"``.
-        pole_fold: ``"half"`` for grids without pole rows (64x32), ``"whole"`` with pole rows (240x121).
-        core_halo: folded/wrapped halo around the latent grid for the core's depthwise convolutions.
+        geometry: the grid's geometry kind (:data:`earthcast.grids.GEOMETRY_KINDS`), which decides how every
+            layer pads (:class:`~earthcast.models.geometry.Halo`); :func:`earthcast.models.registry.build_model`
+            takes it from the data's channel manifest.
+        core_halo: halo rows/columns around the latent grid for the core's depthwise convolutions.
     """
 
     widths: tuple[int, ...] = (32, 64, 128)
@@ -50,22 +54,22 @@ class TritonCastConfig:
     core: dict[str, Any] = field(default_factory=dict)
     output: str = "residual"
     ablation: str = "none"
-    pole_fold: str = "half"
+    geometry: str = "global"
     core_halo: int = 1
 
     def __post_init__(self) -> None:
         self.widths = tuple(int(w) for w in self.widths)
         if self.output not in OUTPUTS:
-            raise ValueError(f"unknown output {self.output!r}; choose one of {', '.join(OUTPUTS)}")
+            raise ConfigError(f"unknown output {self.output!r}; choose one of {', '.join(OUTPUTS)}")
         if self.ablation not in ABLATIONS:
-            raise ValueError(f"unknown ablation {self.ablation!r}; choose one of {', '.join(ABLATIONS)}")
-        if self.pole_fold not in POLE_FOLDS:
-            raise ValueError(
-                f"unknown pole_fold {self.pole_fold!r}; use 'half' (grids without pole rows, e.g. 64x32) "
-                "or 'whole' (grids with pole rows, e.g. 240x121)"
+            raise ConfigError(f"unknown ablation {self.ablation!r}; choose one of {', '.join(ABLATIONS)}")
+        if self.geometry not in GEOMETRY_KINDS:
+            raise ConfigError(
+                f"unknown geometry {self.geometry!r}; use one of {', '.join(GEOMETRY_KINDS)} (it is normally "
+                "taken from the data: remove it from model_settings, or set data.geometry)"
             )
         if self.depth < 1:
-            raise ValueError(f"depth must be >= 1, got {self.depth}")
+            raise ConfigError(f"depth must be >= 1, got {self.depth}")
 
 
 SIZES: dict[str, TritonCastConfig] = {
@@ -95,13 +99,13 @@ tests/test_tritoncast.py: tiny < 1 M, small a few M, paper-1deg ≈ 28 M, paper-
 def size_config(size: str, **overrides: Any) -> TritonCastConfig:
     """The named size with fields replaced by ``overrides`` (``core`` entries are merged, not replaced)."""
     if size not in SIZES:
-        raise ValueError(f"unknown TritonCast size {size!r}; choose one of {', '.join(SIZES)}")
+        raise ConfigError(f"unknown TritonCast size {size!r}; choose one of {', '.join(SIZES)}")
     base = SIZES[size]
     core = dict(base.core) | dict(overrides.pop("core", None) or {})
     known = {f.name for f in dataclasses.fields(TritonCastConfig)}
     unknown = sorted(set(overrides) - known)
     if unknown:
-        raise ValueError(f"unknown TritonCast settings {unknown}; valid ones: {sorted(known)}")
+        raise ConfigError(f"unknown TritonCast settings {unknown}; valid ones: {sorted(known)}")
     return dataclasses.replace(base, core=core, **overrides)
 
 
@@ -116,6 +120,12 @@ class TritonCast(nn.Module):
         config: structure; default ``SIZES["tiny"]``.
         tendency_scale: (C,) tendency_std / state_std for ``output="residual"`` (default ones); stored as a
             buffer, so it travels with the weights.
+        vector_channels: indices of state channels that are components of a horizontal vector (u and v of
+            the wind or of a current); the stem flips their sign where it folds rows across a pole.
+        boundary: the forcings end with a limited-area model's lateral boundary (C channels of the truth in
+            the edge strip, then the strip mask; :mod:`earthcast.datasets.boundary`). The prediction in the strip
+            is then replaced by that truth at the predicted time, as limited-area models do (neural-lam), so the
+            interior evolves under the true boundary and the strip adds no error to the loss.
 
     forward(state, static, forcings, time=None):
         state: (B, N, C, H, W) normalised; static: (B, S, H, W) normalised or None;
@@ -131,26 +141,39 @@ class TritonCast(nn.Module):
         n_input: int = 1,
         config: TritonCastConfig | None = None,
         tendency_scale: Sequence[float] | None = None,
+        vector_channels: Sequence[int] = (),
+        boundary: bool = False,
     ) -> None:
         super().__init__()
         self.config = cfg = config if config is not None else SIZES["tiny"]
         self.n_state, self.n_static, self.n_forcing, self.n_input = n_state, n_static, n_forcing, n_input
+        if boundary and n_forcing < n_state + 1:
+            raise ConfigError(
+                f"a boundary-forced model needs its last {n_state + 1} forcing channels to be the boundary "
+                f"(one per state channel, then the strip mask), but it has {n_forcing} forcing channels"
+            )
+        self.boundary = boundary
         in_channels = n_input * n_state + n_static + (n_input + 1) * n_forcing
-        fold: PoleFold = cfg.pole_fold  # type: ignore[assignment]
-        self.stem = SphereConv2d(in_channels, cfg.widths[0], 3, fold=fold)
-        self.vcycle = self.build_body(cfg, fold)
+        halo = Halo.for_geometry(cfg.geometry)
+        sign = torch.ones(n_input, n_state)
+        sign[:, list(vector_channels)] = -1.0
+        stem_sign = torch.cat([sign.flatten(), torch.ones(in_channels - n_input * n_state)])
+        self.stem = SphereConv2d(
+            in_channels, cfg.widths[0], 3, halo=halo, vector_sign=stem_sign if halo.folds else None
+        )
+        self.vcycle = self.build_body(cfg, halo)
         self.readout = nn.Conv2d(cfg.widths[0], n_state, 1)
         if cfg.output == "residual":
             nn.init.zeros_(self.readout.weight)
             nn.init.zeros_(self.readout.bias)
         scale = torch.ones(n_state) if tendency_scale is None else torch.as_tensor(tendency_scale)
         if scale.shape != (n_state,):
-            raise ValueError(
+            raise ConfigError(
                 f"tendency_scale needs one value per state channel ({n_state}), got {tuple(scale.shape)}"
             )
         self.register_buffer("tendency_scale", scale.float().clone())
 
-    def build_body(self, cfg: TritonCastConfig, fold: PoleFold) -> nn.Module:
+    def build_body(self, cfg: TritonCastConfig, halo: Halo) -> nn.Module:
         """The field-to-field body between stem and readout: (B, widths[0], H, W) -> same."""
         core = None if cfg.ablation == "no_core" else backbone_config(cfg.core)
         return VCycle(
@@ -159,7 +182,7 @@ class TritonCast(nn.Module):
             core,
             skips=cfg.ablation != "no_skip",
             flat=cfg.ablation == "flat",
-            fold=fold,
+            halo=halo,
             core_halo=cfg.core_halo,
         )
 
@@ -169,7 +192,7 @@ class TritonCast(nn.Module):
         """Fold time into channels: (B, N*C + S + (N+1)*F, H, W), with shape checks naming the fix."""
         b, n, c, h, w = state.shape
         if n != self.n_input or c != self.n_state:
-            raise ValueError(
+            raise ConfigError(
                 f"state has {n} steps × {c} channels but the model was built for {self.n_input} × {self.n_state}; "
                 "build it with the data's n_input and state channels"
             )
@@ -177,13 +200,13 @@ class TritonCast(nn.Module):
         if self.n_static:
             if static is None or static.shape[1] != self.n_static:
                 got = None if static is None else tuple(static.shape)
-                raise ValueError(f"expected static (B, {self.n_static}, H, W), got {got}")
+                raise ConfigError(f"expected static (B, {self.n_static}, H, W), got {got}")
             parts.append(static.to(state.dtype))
         if self.n_forcing:
             want = (self.n_input + 1, self.n_forcing)
             if forcings is None or tuple(forcings.shape[1:3]) != want:
                 got = None if forcings is None else tuple(forcings.shape)
-                raise ValueError(f"expected forcings (B, {want[0]}, {want[1]}, H, W), got {got}")
+                raise ConfigError(f"expected forcings (B, {want[0]}, {want[1]}, H, W), got {got}")
             parts.append(forcings.reshape(b, -1, h, w).to(state.dtype))
         return torch.cat(parts, dim=1)
 
@@ -195,9 +218,14 @@ class TritonCast(nn.Module):
         time: torch.Tensor | None = None,
     ) -> torch.Tensor:
         out = self.readout(self.vcycle(self.stem(self.assemble(state, static, forcings))))
-        if self.config.output == "direct":
-            return out
-        return state[:, -1] + self.tendency_scale.to(out.dtype)[:, None, None] * out
+        if self.config.output == "residual":
+            out = state[:, -1] + self.tendency_scale.to(out.dtype)[:, None, None] * out
+        if self.boundary:
+            assert forcings is not None  # checked in assemble
+            target = forcings[:, -1].to(out.dtype)  # (B, F, H, W) at the predicted time
+            strip = target[:, -1:] > 0.5
+            out = torch.where(strip, target[:, -self.n_state - 1 : -1], out)
+        return out
 
     def aux_loss(self) -> torch.Tensor:
         """MoE balancing loss of the last forward pass (add it to the training loss)."""

@@ -1,7 +1,7 @@
 """The multigrid V-cycle of TritonCast: restriction with per-level skips, a latent core, gated prolongation.
 
 Shapes: level l works on (B, widths[l], H_l, W_l) with H_l = ceil(H_{l-1} / 2), W_l likewise (level 0 is the
-input grid). All spatial convolutions pad on the sphere (:mod:`earthcast.models.geometry`).
+input grid). All spatial convolutions pad by the grid's halo (:mod:`earthcast.models.geometry`).
 """
 
 from __future__ import annotations
@@ -11,14 +11,15 @@ from typing import Any
 import torch
 from torch import nn
 
+from earthcast.errors import ConfigError
 from earthcast.models.backbone import Backbone, BackboneConfig
-from earthcast.models.geometry import Downsample, PoleFold, SphereResBlock, Upsample, pad_sphere
+from earthcast.models.geometry import Downsample, Halo, SphereResBlock, Upsample
 
 
-def _stage(in_channels: int, out_channels: int, depth: int, fold: PoleFold) -> nn.Sequential:
+def _stage(in_channels: int, out_channels: int, depth: int, halo: Halo) -> nn.Sequential:
     """``depth`` residual sphere blocks, the first changing the width from in_channels to out_channels."""
     blocks = [
-        SphereResBlock(in_channels if i == 0 else out_channels, out_channels, fold=fold) for i in range(depth)
+        SphereResBlock(in_channels if i == 0 else out_channels, out_channels, halo=halo) for i in range(depth)
     ]
     return nn.Sequential(*blocks)
 
@@ -48,23 +49,24 @@ class GatedFusion(nn.Module):
 class LatentCore(nn.Module):
     """Latent dynamical core: hybrid Mamba2/attention blocks on the coarsest grid, applied as a residual.
 
-    (B, C, h, w) -> (B, C, h, w). Each latent pixel is a token; the field is first given a halo of
-    ``halo`` folded rows and wrapped columns so the depthwise convolutions inside the Mamba layers see
-    periodic longitude and the far side of the pole, and the halo is cropped afterwards.
+    (B, C, h, w) -> (B, C, h, w). Each latent pixel is a token; the field is first given ``width`` rows and
+    columns of halo (folded/wrapped on a global grid, replicated on a regional one, see
+    :mod:`earthcast.models.geometry`) so the depthwise convolutions inside the Mamba layers see what lies
+    beyond the edges, and the halo is cropped afterwards.
     """
 
     def __init__(
-        self, channels: int, config: BackboneConfig, *, halo: int = 1, fold: PoleFold = "half"
+        self, channels: int, config: BackboneConfig, *, width: int = 1, halo: Halo | None = None
     ) -> None:
         super().__init__()
-        self.halo, self.fold = halo, fold
+        self.width, self.halo = width, halo or Halo()
         self.backbone = Backbone(channels, config, out_channels=channels, patch_size=1)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        h, w, p = z.shape[-2], z.shape[-1], self.halo
-        rows = min(p, h - (1 if self.fold == "whole" else 0))
-        cols = min(p, w)
-        out = self.backbone(pad_sphere(z, rows, cols, self.fold))
+        h, w = z.shape[-2], z.shape[-1]
+        rows = min(self.width, self.halo.max_rows(h))
+        cols = min(self.width, w)
+        out = self.backbone(self.halo.pad(z, rows, rows, cols, cols))
         return z + out[..., rows : rows + h, cols : cols + w]
 
     def aux_loss(self) -> torch.Tensor:
@@ -81,7 +83,7 @@ class VCycle(nn.Module):
         skips: fuse the stored skip at every level (False = ablation "no skip").
         flat: one-level variant: a single (2**(len(widths)-1))× patch merge to the coarsest grid, no
             intermediate levels or skips, and one transposed conv back (ablation "flat").
-        fold: pole fold of level 0 (coarser levels always use "half", see :mod:`.geometry`).
+        halo: padding of level 0 (coarser levels use :meth:`Halo.coarse`, see :mod:`.geometry`).
 
     forward: (B, widths[0], H, W) -> (B, widths[0], H, W).
     """
@@ -94,34 +96,35 @@ class VCycle(nn.Module):
         *,
         skips: bool = True,
         flat: bool = False,
-        fold: PoleFold = "half",
+        halo: Halo | None = None,
         core_halo: int = 1,
     ) -> None:
         super().__init__()
         if len(widths) < 1 or min(widths) < 1:
-            raise ValueError(f"widths must list at least one positive width per level, got {widths}")
+            raise ConfigError(f"widths must list at least one positive width per level, got {widths}")
         self.flat = flat
         levels = len(widths) - 1
-        folds: list[PoleFold] = [fold] + ["half"] * levels
+        fine = halo or Halo()
+        halos = [fine] + [fine.coarse()] * levels
+        bottom = halos[-1]
         if flat:
             factor = 2**levels
-            self.encoders = nn.ModuleList([_stage(widths[0], widths[0], depth, fold)])
-            self.downs = nn.ModuleList([Downsample(widths[0], widths[-1], factor=factor, fold=fold)])
-            self.bottom = _stage(widths[-1], widths[-1], depth, "half")
+            self.encoders = nn.ModuleList([_stage(widths[0], widths[0], depth, fine)])
+            self.downs = nn.ModuleList([Downsample(widths[0], widths[-1], factor=factor, halo=fine)])
+            self.bottom = _stage(widths[-1], widths[-1], depth, bottom)
             self.ups = nn.ModuleList([Upsample(widths[-1], widths[0], factor=factor)])
             self.fusions = nn.ModuleList([GatedFusion(widths[0], skip=False)])
-            self.decoders = nn.ModuleList([_stage(widths[0], widths[0], depth, fold)])
+            self.decoders = nn.ModuleList([_stage(widths[0], widths[0], depth, fine)])
         else:
-            self.encoders = nn.ModuleList(_stage(w, w, depth, f) for w, f in zip(widths[:-1], folds))
+            self.encoders = nn.ModuleList(_stage(w, w, depth, h) for w, h in zip(widths[:-1], halos))
             self.downs = nn.ModuleList(
-                Downsample(widths[i], widths[i + 1], fold=folds[i]) for i in range(levels)
+                Downsample(widths[i], widths[i + 1], halo=halos[i]) for i in range(levels)
             )
-            self.bottom = _stage(widths[-1], widths[-1], depth, "half" if levels else fold)
+            self.bottom = _stage(widths[-1], widths[-1], depth, bottom)
             self.ups = nn.ModuleList(Upsample(widths[i + 1], widths[i]) for i in range(levels))
             self.fusions = nn.ModuleList(GatedFusion(w, skip=skips) for w in widths[:-1])
-            self.decoders = nn.ModuleList(_stage(w, w, depth, f) for w, f in zip(widths[:-1], folds))
-        bottom_fold: PoleFold = "half" if levels else fold
-        self.core = None if core is None else LatentCore(widths[-1], core, halo=core_halo, fold=bottom_fold)
+            self.decoders = nn.ModuleList(_stage(w, w, depth, h) for w, h in zip(widths[:-1], halos))
+        self.core = None if core is None else LatentCore(widths[-1], core, width=core_halo, halo=bottom)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         skips: list[torch.Tensor] = []
@@ -148,5 +151,5 @@ def backbone_config(settings: dict[str, Any]) -> BackboneConfig:
     known = set(BackboneConfig.__dataclass_fields__)
     unknown = sorted(set(settings) - known)
     if unknown:
-        raise ValueError(f"unknown latent-core settings {unknown}; valid ones: {sorted(known)}")
+        raise ConfigError(f"unknown latent-core settings {unknown}; valid ones: {sorted(known)}")
     return BackboneConfig(**settings)

@@ -139,7 +139,7 @@ def test_ablations_train_through_the_module(datamodule: WB2DataModule, ablation:
         manifest=datamodule.manifest.to_dict(),
         stats=datamodule.stats.to_dict(),
     )
-    assert module.model.config == size_config("tiny", pole_fold="half", ablation=ablation, **MICRO)
+    assert module.model.config == size_config("tiny", geometry="global", ablation=ablation, **MICRO)
     before = [p.detach().clone() for p in module.model.parameters()]
     trainer = quiet_trainer(max_steps=2, limit_val_batches=0)
     trainer.fit(module, datamodule=datamodule)

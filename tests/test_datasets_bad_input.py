@@ -16,8 +16,8 @@ from earthcast.datasets.datamodule import WB2DataModule
 from earthcast.datasets.reader import CorruptChunkError, NaNInWindowError
 from earthcast.datasets.statistics import load_or_compute_statistics
 from earthcast.datasets.synthetic import synthetic_dataset
-from earthcast.datasets.windows import TimeAxisError
 from earthcast.datasets.zarr_store import write_wb2_store
+from earthcast.errors import TimeAxisError
 from earthcast.grids import grid_mismatch, wb2_grid
 
 GRID = wb2_grid("64x32_equiangular_conservative")
@@ -116,16 +116,32 @@ def test_masked_land_is_filled_and_flagged_but_ocean_nans_still_fail(tmp_path: P
         list(dm.stream("train"))
 
 
-def test_corrupt_chunk_names_variable_and_time_range(tmp_path: Path) -> None:
+def _corrupt_store(tmp_path: Path) -> str:
+    """A store whose temperature chunk of time steps 8…15 (2018-01-03T00 … 2018-01-04T18) is truncated."""
     store = Path(_store(tmp_path / "corrupt.zarr"))
-    chunk = store / "temperature" / "1.0.0.0"  # time steps 8…15: 2018-01-03T00 … 2018-01-04T18
+    chunk = store / "temperature" / "1.0.0.0"
     chunk.write_bytes(chunk.read_bytes()[:50])
-    dm = _dm(str(store), tmp_path)
+    return str(store)
+
+
+def test_corrupt_chunk_names_variable_and_time_range(tmp_path: Path) -> None:
+    dm = _dm(_corrupt_store(tmp_path), tmp_path)
     with pytest.raises(
         CorruptChunkError,
         match=r"'temperature' for 2018-01-03T00:00:00 … 2018-01-04T18:00:00 .*re-write that time range",
     ):
         list(dm.stream("train"))
+
+
+def test_corrupt_chunk_met_while_computing_statistics_is_named(tmp_path: Path) -> None:
+    """The statistics pass (one Dask graph over every variable) names the variable and the chunk's time
+    range too, instead of a bare decompression error."""
+    dm = _dm(_corrupt_store(tmp_path), tmp_path)
+    with pytest.raises(
+        CorruptChunkError,
+        match=r"'temperature' for 2018-01-03T00:00:00 … 2018-01-04T18:00:00 from store .*corrupt\.zarr",
+    ):
+        _ = dm.stats
 
 
 def test_stats_cache_from_another_selection_is_recomputed(

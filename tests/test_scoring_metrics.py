@@ -136,6 +136,20 @@ def test_seeps_matches_rodwell_table_including_quirks() -> None:
     assert np.isnan(masked[0, 0])
 
 
+def test_seeps_compares_float32_data_in_float32_as_wb2() -> None:
+    """float32 precipitation exactly at float32(0.25 mm) is in no category (WB2 compares in float32), so
+    it scores 0 against any truth; in float64 it would have been 'light' (float32(2.5e-4) > 2.5e-4)."""
+    at_dry = np.full((1, 2), 0.25e-3, dtype=np.float32)
+    heavy = np.full((1, 2), 5e-3, dtype=np.float32)
+    wet, p1 = np.full((1, 2), 2e-3, dtype=np.float32), np.full((1, 2), 0.4)
+    assert float(np.float32(0.25e-3)) > 0.25e-3  # the premise: the float32 threshold sits above 2.5e-4
+    np.testing.assert_array_equal(seeps_pointwise(at_dry, heavy, wet, p1, 0.25), 0.0)
+    np.testing.assert_array_equal(seeps_pointwise(heavy, at_dry, wet, p1, 0.25), 0.0)
+    # the same value in float64 is above the float64 threshold: light against heavy
+    light = seeps_pointwise(at_dry.astype(np.float64), heavy, wet, p1, 0.25)
+    np.testing.assert_allclose(light, 0.5 * 3 / (1 - 0.4))
+
+
 def test_seeps_area_mean_skips_masked_points() -> None:
     f, o = _col(0.0, 0.0), _col(5e-3, 5e-3)
     wet = _col(2e-3, 2e-3)

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from earthcast.grids import equiangular_grid
 from earthcast.models.backbone import count_parameters
-from earthcast.models.geometry import SphereConv2d, pad_latitude, pad_longitude, pad_sphere
+from earthcast.models.geometry import Halo, SphereConv2d, pad_latitude, pad_longitude
 from earthcast.models.tritoncast import SIZES, TritonCast, parameter_count, size_config
 
 REF = {"backend": "reference"}
@@ -61,19 +61,19 @@ def test_pole_fold_matches_geographic_mirror(with_poles: bool):
 
 def test_sphere_conv_commutes_with_longitude_rotation():
     """Periodic padding makes the conv equivariant to any roll in longitude (zero padding is not)."""
-    conv = SphereConv2d(3, 4, 3, fold="half").double()
+    conv = SphereConv2d(3, 4, 3, halo=Halo.for_geometry("global")).double()
     x = torch.randn(2, 3, 6, 10, dtype=torch.float64)
     for shift in (1, 3, 5):
         torch.testing.assert_close(conv(torch.roll(x, shift, -1)), torch.roll(conv(x), shift, -1))
-    halo = pad_sphere(x, 1, 1)
+    halo = Halo.for_geometry("global").pad(x, 1, 1, 1, 1)
     assert halo.shape == (2, 3, 8, 12)
 
 
 @pytest.mark.parametrize("shape", [(32, 64), (121, 240)])
 def test_output_shape_on_even_and_odd_grids(shape: tuple[int, int]):
     h, w = shape
-    fold = "whole" if h % 2 else "half"
-    model = TritonCast(3, 2, 2, n_input=2, config=size_config("tiny", core=REF, pole_fold=fold)).eval()
+    geometry = "global_poles" if h % 2 else "global"
+    model = TritonCast(3, 2, 2, n_input=2, config=size_config("tiny", core=REF, geometry=geometry)).eval()
     state, static, forcings = _inputs(1, 2, 3, 2, 2, h, w)
     with torch.no_grad():
         out = model(state, static, forcings)
@@ -132,8 +132,8 @@ def test_bad_settings_name_the_fix():
         size_config("huge")
     with pytest.raises(ValueError, match="valid ones"):
         size_config("tiny", widht=3)
-    with pytest.raises(ValueError, match="pole_fold"):
-        size_config("tiny", pole_fold="north")
+    with pytest.raises(ValueError, match="unknown geometry"):
+        size_config("tiny", geometry="north")
     model = TritonCast(3, config=size_config("tiny", **MICRO))
     with pytest.raises(ValueError, match="built for 1 × 3"):
         model(torch.zeros(1, 1, 4, 8, 16))

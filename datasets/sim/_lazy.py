@@ -9,6 +9,8 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
+from earthcast.errors import MissingDependencyError
+
 SIM_INSTALL_HINT = 'pip install "earthcast[sim]"'
 
 
@@ -21,7 +23,7 @@ def require(module: str) -> ModuleType:
     try:
         return importlib.import_module(module)
     except ImportError as err:
-        raise ImportError(
+        raise MissingDependencyError(
             f"The embedded physics data needs {module!r}, which could not be imported ({err}). "
             f"Install the simulation extra: {SIM_INSTALL_HINT}"
         ) from err

@@ -28,6 +28,7 @@ from earthcast.datasets.sim.held_suarez import HeldSuarezConfig, generate_held_s
 from earthcast.datasets.sim.qg_ocean import GENERATOR_VERSION as QG_VERSION
 from earthcast.datasets.sim.qg_ocean import QGOceanConfig, generate_qg_ocean
 from earthcast.datasets.zarr_store import append_wb2_store, atomic_store, write_wb2_store
+from earthcast.errors import DataError
 
 DemoKind = Literal["atmosphere", "ocean"]
 CACHE_ENV_VAR = "EARTHCAST_CACHE_DIR"
@@ -54,7 +55,7 @@ def _config(kind: str, seed: int, spinup_days: int | None) -> HeldSuarezConfig |
     elif kind == "ocean":
         config = QGOceanConfig(seed=seed)
     else:
-        raise ValueError(
+        raise DataError(
             f"Unknown demo kind {kind!r}; use 'atmosphere' (Held-Suarez) or 'ocean' (two-layer QG)."
         )
     return config if spinup_days is None else replace(config, spinup_days=spinup_days)
@@ -63,7 +64,7 @@ def _config(kind: str, seed: int, spinup_days: int | None) -> HeldSuarezConfig |
 def _n_outputs(config: HeldSuarezConfig | QGOceanConfig, years: float) -> int:
     """Outputs covering ``years`` calendar years from the start date (whole years exact, the rest × 365 d)."""
     if not years > 0:
-        raise ValueError(f"years={years} must be positive, e.g. 3.0 (train 2017-2018, hold out 2019).")
+        raise DataError(f"years={years} must be positive, e.g. 3.0 (train 2017-2018, hold out 2019).")
     start = pd.Timestamp(config.start_time)
     whole = int(years)
     days = (start + pd.DateOffset(years=whole) - start).days + round((years - whole) * 365)

@@ -29,6 +29,7 @@ import xarray as xr
 
 from earthcast.datasets.sim._lazy import require
 from earthcast.datasets.sim.vertical import hydrostatic_geopotential, interp_in_log_sigma
+from earthcast.errors import DataError
 from earthcast.grids import wb2_grid
 
 GENERATOR_VERSION = "held-suarez-1"
@@ -79,23 +80,23 @@ class HeldSuarezConfig:
 
     def __post_init__(self) -> None:
         if self.max_wavenumber not in _GAUSSIAN_NODES:
-            raise ValueError(
+            raise DataError(
                 f"max_wavenumber={self.max_wavenumber} is not supported; "
                 f"use one of {sorted(_GAUSSIAN_NODES)}."
             )
         if (self.output_hours * 60) % self.time_step_minutes:
-            raise ValueError(
+            raise DataError(
                 f"time_step_minutes={self.time_step_minutes} must divide output_hours={self.output_hours} "
                 "(in minutes); e.g. use a 60-minute step for 6-hourly output."
             )
         levels = list(self.pressure_levels_hpa)
         if levels != sorted(set(levels)) or not all(0 < p < 1000 for p in levels):
-            raise ValueError(
+            raise DataError(
                 f"pressure_levels_hpa={self.pressure_levels_hpa} must be strictly ascending hPa values in "
                 "(0, 1000), e.g. (250, 500, 850)."
             )
         if wb2_grid(self.grid_name).latitude.max() >= 90.0:
-            raise ValueError(
+            raise DataError(
                 f"Grid {self.grid_name!r} has pole rows, where winds are undefined; use a grid without poles "
                 "such as '64x32_equiangular_conservative' and regrid afterwards if you need poles."
             )
@@ -205,7 +206,7 @@ class HeldSuarezModel:
         lat_err = np.abs(np.rad2deg(np.arcsin(sin_lat)) - self.grid.latitude).max()
         lon_err = np.abs(np.rad2deg(lon) - self.grid.longitude).max()
         if max(lat_err, lon_err) > 1e-9:
-            raise ValueError(
+            raise DataError(
                 f"Grid {self.grid.name!r} is not an equiangular no-pole grid starting at longitude 0 "
                 f"(max node error {max(lat_err, lon_err):.3g}°); use e.g. '64x32_equiangular_conservative'."
             )
@@ -348,7 +349,7 @@ def generate_held_suarez(
         on_days: called with the number of model days just simulated (for progress bars).
     """
     if n_outputs < 1:
-        raise ValueError(f"n_outputs={n_outputs} must be at least 1.")
+        raise DataError(f"n_outputs={n_outputs} must be at least 1.")
     model = HeldSuarezModel(config, block_outputs=block_outputs)
     state = model.spin_up(model.initial_state(), config.spinup_days, on_days)
     days_per_output = config.output_hours / 24.0

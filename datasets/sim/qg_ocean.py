@@ -8,7 +8,8 @@ The β-plane is labelled with a regional lat/lon grid: 64×64 cells of 0.25° ce
 North Atlantic (24.125…39.875°N, 290.125…305.875°E). Latitude spacing is 0.25° of arc (27.8 km); longitude
 spacing is 0.25° at the central latitude (23.6 km), the tangent-plane metric of the β-plane approximation.
 A rectangular "island" (34–37°N, 296–300°E) is masked: every variable is NaN there and ``land_sea_mask`` is 1.
-The mask is applied to the output only; the dynamics are those of the open periodic ocean.
+The mask is applied to the output only; the dynamics are those of the open periodic ocean, so the store
+declares ``grid_geometry: periodic`` (models wrap it in both directions; areas are uniform).
 
 JAX and pyqg-jax are imported only when a :class:`QGOceanModel` is built.
 """
@@ -25,8 +26,10 @@ import pandas as pd
 import xarray as xr
 
 from earthcast.datasets.sim._lazy import require
+from earthcast.errors import DataError
+from earthcast.grids import GEOMETRY_ATTR
 
-GENERATOR_VERSION = "qg-ocean-1"
+GENERATOR_VERSION = "qg-ocean-2"
 """Bumped whenever the generated data would change; part of the demo cache key."""
 
 EARTH_RADIUS_M = 6.371e6
@@ -86,18 +89,16 @@ class QGOceanConfig:
 
     def __post_init__(self) -> None:
         if (self.output_hours * 3600) % self.time_step_seconds:
-            raise ValueError(
+            raise DataError(
                 f"time_step_seconds={self.time_step_seconds} must divide output_hours={self.output_hours} "
                 "(in seconds); e.g. 3600 s for daily output."
             )
         if 86400 % self.time_step_seconds:
-            raise ValueError(
+            raise DataError(
                 f"time_step_seconds={self.time_step_seconds} must divide a day (86400 s), e.g. 3600."
             )
         if not 0.0 < abs(self.center_lat) < 80.0:
-            raise ValueError(
-                f"center_lat={self.center_lat} must be off the equator and below 80°, e.g. 32.0."
-            )
+            raise DataError(f"center_lat={self.center_lat} must be off the equator and below 80°, e.g. 32.0.")
 
     @property
     def steps_per_output(self) -> int:
@@ -290,6 +291,7 @@ class QGOceanModel:
                 "longitude spacing uses the metric at the central latitude (beta-plane)"
             ),
             "land_patch": "lat {}..{}, lon {}..{} masked to NaN in the output only".format(*cfg.land_patch),
+            GEOMETRY_ATTR: "periodic",
             "spinup_days": int(cfg.spinup_days),
             "calendar_note": f"fake calendar: first output at {cfg.start_time}, {cfg.output_hours}-hourly",
             "generator_version": GENERATOR_VERSION,
@@ -306,7 +308,7 @@ def generate_qg_ocean(
 ) -> Iterator[xr.Dataset]:
     """Spin up, then yield ``n_outputs`` outputs as consecutive datasets (the first with statics, attrs)."""
     if n_outputs < 1:
-        raise ValueError(f"n_outputs={n_outputs} must be at least 1.")
+        raise DataError(f"n_outputs={n_outputs} must be at least 1.")
     model = QGOceanModel(config, block_outputs=block_outputs)
     state = model.spin_up(model.initial_state(), config.spinup_days, on_days)
     days_per_output = config.output_hours / 24.0

@@ -8,7 +8,7 @@ exactly as training would catch them), then:
 - the data: the data module is built (it checks variables, levels, static fields, grid and step against the
   store) and every split must hold at least one window;
 - the model: known name and size, valid settings, channel counts, a grid large enough for the V-cycle's
-  coarsenings, a pole fold matching the grid, a rollout curriculum that fits ``data.n_target``, and (for
+  coarsenings, the grid geometry and paired vector components, a rollout curriculum that fits ``data.n_target``, and (for
   models up to ``FORWARD_CHECK_PARAMS`` parameters) one real forward pass on the data's shapes;
 - the trainer: a CUDA accelerator on a machine without one is noted.
 
@@ -26,11 +26,13 @@ from typing import Any, TypeVar
 
 import torch
 
-from earthcast.commands.train import EarthcastCLI, grid_name, resolve_store
+from earthcast.commands.train import EarthcastCLI, grid_name
 from earthcast.datasets.channels import ChannelManifest
 from earthcast.datasets.statistics import NormStats
+from earthcast.datasets.store import resolve_store
 from earthcast.datasets.windows import window_starts
-from earthcast.models.registry import MODEL_NAMES, build_model, pole_fold_of
+from earthcast.errors import ConfigError, StoreNotFoundError
+from earthcast.models.registry import MODEL_NAMES, build_model
 from earthcast.models.tritoncast import SIZES, size_config
 
 FORWARD_CHECK_PARAMS = 50_000_000
@@ -71,7 +73,7 @@ def parse_configs(paths: Sequence[str]) -> Any:
     """The ``fit`` section of the stacked configs, parsed by the training CLI's parser (nothing is built)."""
     missing = [p for p in paths if not Path(p).is_file()]
     if missing:
-        raise FileNotFoundError(f"no config file at {missing}; check the path(s)")
+        raise StoreNotFoundError(f"no config file at {missing}; check the path(s)")
     args = ["fit"] + [item for path in paths for item in ("--config", str(path))]
     cli = EarthcastCLI(args, parse_only=True)
     return cli.config.fit
@@ -90,7 +92,7 @@ def _check_store(data: Any, timeout: float, notes: list[str]) -> str | None:
             return None
         return path
     if "://" not in store and not Path(store).exists():
-        raise ValueError(
+        raise ConfigError(
             f"data.store {store!r} does not exist; fix the path, or use demo:atmosphere / demo:ocean for the "
             "embedded demo data"
         )
@@ -149,12 +151,6 @@ def check_model(model: Any, manifest: ChannelManifest | None, n_target: int | No
         problems.append(
             f"the {h}x{w} grid is too small for {levels} coarsenings of model size {size!r} (latent grid "
             f"{coarse[0]}x{coarse[1]}); use fewer model_settings.widths or a finer grid"
-        )
-    if "pole_fold" in settings and settings["pole_fold"] != pole_fold_of(manifest):
-        problems.append(
-            f"model_settings.pole_fold is {settings['pole_fold']!r} but the grid "
-            f"{'has' if pole_fold_of(manifest) == 'whole' else 'has no'} pole rows; remove pole_fold (it is "
-            "chosen from the grid) or set it to " + repr(pole_fold_of(manifest))
         )
     if problems:
         return problems, ""

@@ -1,4 +1,5 @@
-"""``earthcast data``: make the embedded demo data, describe a store, compute its normalisation statistics."""
+"""``earthcast data``: make the embedded demo data, convert ERA5/CMEMS downloads, describe a store, compute its
+normalisation statistics."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from earthcast.grids import WB2_GRIDS, grid_mismatch
+from earthcast.grids import WB2_GRIDS, dataset_geometry, grid_mismatch
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -27,7 +28,10 @@ def _grid_name(lat: np.ndarray, lon: np.ndarray) -> str:
     for name, grid in WB2_GRIDS.items():
         if grid_mismatch(lat, lon, grid.latitude, grid.longitude) is None:
             return name
-    return f"regional/other ({lat.size}x{lon.size}, {lat.min():.3f}…{lat.max():.3f}°N, {lon.min():.3f}…{lon.max():.3f}°E)"
+    note = " (crosses the prime meridian; kept contiguous)" if lon[0] < 0 <= lon[-1] else ""
+    return (
+        f"{lat.size}x{lon.size}, {lat.min():.3f}…{lat.max():.3f}°N, {lon.min():.3f}…{lon.max():.3f}°E{note}"
+    )
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -38,21 +42,48 @@ def _info(args: argparse.Namespace) -> int:
 def _describe(store: str) -> None:
     """Print the grid, time axis, levels and variables of a store as earthcast sees it."""
     from earthcast.datasets.store import open_store
-    from earthcast.datasets.windows import store_spacing
+    from earthcast.datasets.time_axis import describe_time_axis
 
     ds = open_store(store)
     times = ds["time"].values if "time" in ds.dims else None
     print(f"store     {store}")
     print(f"grid      {_grid_name(ds['latitude'].values, ds['longitude'].values)}")
+    print(f"geometry  {dataset_geometry(ds).describe()}")
     if times is not None:
-        spacing = store_spacing(times, where=store)
-        print(
-            f"time      {pd.Timestamp(times[0])} … {pd.Timestamp(times[-1])}, {times.size} steps every {spacing}"
-        )
+        first, last = pd.Timestamp(times.min()), pd.Timestamp(times.max())
+        print(f"time      {first} … {last}, {times.size} steps, {describe_time_axis(times)}")
     if "level" in ds.coords:
         print(f"levels    {[int(x) for x in ds['level'].values]}")
     for name, da in ds.data_vars.items():
         print(f"  {name:<36} {da.attrs.get('units', '?'):<14} {dict(da.sizes)}")
+
+
+def _chunk_spec(text: str) -> dict[str, int]:
+    """Parse ``--chunks time=8[,level=13]`` into ``{"time": 8, "level": 13}``."""
+    chunks = {}
+    for part in text.split(","):
+        dim, _, value = part.partition("=")
+        if not value.strip().isdigit() or int(value) < 1:
+            raise argparse.ArgumentTypeError(f"expected DIM=N with N >= 1 (e.g. time=8), got {part!r}")
+        chunks[dim.strip()] = int(value)
+    return chunks
+
+
+def _convert(args: argparse.Namespace) -> int:
+    import logging
+
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    from earthcast.datasets.convert import convert_to_wb2
+
+    logger = logging.getLogger("earthcast.datasets.convert")
+    logger.setLevel(logging.INFO)
+    with logging_redirect_tqdm([logger]):  # notes print above the progress bar
+        path = convert_to_wb2(args.inputs, args.out, chunks=args.chunks, overwrite=args.overwrite)
+    print()
+    _describe(str(path))
+    print(f"\nWrote {path}")
+    return 0
 
 
 def _stats(args: argparse.Namespace) -> int:
@@ -96,6 +127,17 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--step", default="6h")
     stats.add_argument("--train", nargs=2, metavar=("START", "END"), default=None)
     stats.set_defaults(func=_stats)
+    convert = sub.add_parser(
+        "convert",
+        help="convert ERA5 (CDS netCDF/GRIB) and CMEMS netCDF files into a WB2 Zarr store (atomic, resumable)",
+    )
+    convert.add_argument("inputs", nargs="+", metavar="INPUT", help="files, glob patterns or directories")
+    convert.add_argument("--out", required=True, help="the new Zarr store")
+    convert.add_argument(
+        "--chunks", type=_chunk_spec, default=None, help="e.g. time=8 (default: whole fields, ~4 MiB chunks)"
+    )
+    convert.add_argument("--overwrite", action="store_true", help="replace an existing store at --out")
+    convert.set_defaults(func=_convert)
     return parser
 
 

@@ -37,6 +37,7 @@ import xarray as xr
 import yaml
 from tqdm.auto import tqdm
 
+from earthcast.errors import ConfigError, OutputExistsError, RunFailedError, StoreNotFoundError
 from earthcast.report import SOURCES, Field, Stability, headline_rmse, stability, write_report
 
 DEFAULT_CONFIG = "configs/quickstart.yaml"
@@ -108,7 +109,7 @@ def _call(module: str, argv: list[str]) -> None:
 
     status = importlib.import_module(f"earthcast.commands.{module}").main(argv)
     if status:
-        raise RuntimeError(
+        raise RunFailedError(
             f"`earthcast {'' if module == 'train' else module + ' '}{' '.join(argv)}` failed with exit status "
             f"{status} (its message is above); fix that and rerun `earthcast demo` with the same --out."
         )
@@ -132,7 +133,7 @@ def _config_data(paths: Sequence[str]) -> dict[str, Any]:
     data: dict[str, Any] = {}
     for path in paths:
         if not Path(path).is_file():
-            raise FileNotFoundError(
+            raise StoreNotFoundError(
                 f"no config file at {path!r}; pass --config PATH (e.g. {DEFAULT_CONFIG})."
             )
         data |= (yaml.safe_load(Path(path).read_text()) or {}).get("data") or {}
@@ -152,7 +153,7 @@ def skill_inits(test: tuple[str, str], lead: pd.Timedelta, count: int) -> pd.Dat
     first = pd.Timestamp(test[0]).ceil("D")
     last = (pd.Timestamp(test[1]) - lead).floor("D")
     if last < first or count < 1:
-        raise ValueError(
+        raise ConfigError(
             f"the test period {test[0]} … {test[1]} is too short for --skill-lead {lead}; "
             "lower --skill-lead or set a longer data.test split in the config."
         )
@@ -279,7 +280,8 @@ def _headline(rmse: pd.DataFrame, field: str) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``earthcast demo``; returns 0 when the report is written."""
     args = build_parser().parse_args(argv)
-    from earthcast.commands.train import find_last_checkpoint, resolve_store
+    from earthcast.commands.train import find_last_checkpoint
+    from earthcast.datasets.store import resolve_store
     from earthcast.plotting.figures import field_name, lead_label, parse_lead
     from earthcast.rollout.session import RolloutConfig, run_rollout
 
@@ -289,7 +291,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     data = _config_data(configs)
     store_value = args.store or data.get("store")
     if not store_value:
-        raise ValueError(
+        raise ConfigError(
             "no truth store: pass --store demo:atmosphere (or a path), or set data.store in the config."
         )
     stages = Stages(out)
@@ -309,7 +311,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _call("train", argv)
         ckpt = find_last_checkpoint(train_dir)
         if ckpt is None:
-            raise RuntimeError(
+            raise RunFailedError(
                 f"training wrote no last.ckpt under {train_dir}; check the config's trainer section."
             )
         return {"checkpoint": str(ckpt)}
@@ -337,7 +339,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             try:
                 result = run_rollout(cfg)  # resumes an interrupted run; "already complete" when done
             except FileExistsError as err:
-                raise FileExistsError(
+                raise OutputExistsError(
                     f"{err}\n(earthcast demo: the {name} rollout in {out} was made with other settings or "
                     "another checkpoint; rerun with the original options, pass --retrain, or use a new --out.)"
                 ) from None

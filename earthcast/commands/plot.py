@@ -24,10 +24,12 @@ from pathlib import Path
 
 import xarray as xr
 
+from earthcast.errors import ConfigError, StoreNotFoundError
+
 
 def _open_results(path: str) -> xr.Dataset:
     if not Path(path).exists():
-        raise FileNotFoundError(
+        raise StoreNotFoundError(
             f"No results file at {path!r}; write one with `earthcast score … --out {path}`."
         )
     return xr.open_dataset(path, decode_timedelta=True).load()
@@ -38,7 +40,7 @@ def _baselines(specs: Sequence[str]) -> dict[str, xr.Dataset]:
     for spec in specs:
         name, sep, path = spec.partition("=")
         if not sep or not name or not path:
-            raise ValueError(
+            raise ConfigError(
                 f"--baseline {spec!r} must be NAME=PATH, e.g. --baseline persistence=persistence.nc."
             )
         out[name] = _open_results(path)
@@ -50,7 +52,7 @@ def _latitude_range(values: Sequence[float] | None) -> tuple[float, float] | Non
         return None
     south, north = values
     if south >= north:
-        raise ValueError(f"--latitude-range needs SOUTH < NORTH in degrees, got {south} {north}.")
+        raise ConfigError(f"--latitude-range needs SOUTH < NORTH in degrees, got {south} {north}.")
     return (south, north)
 
 

@@ -34,36 +34,21 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar, RichProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 import earthcast
 from earthcast.datasets.channels import ChannelManifest
 from earthcast.datasets.datamodule import WB2DataModule
 from earthcast.datasets.statistics import NormStats
+from earthcast.datasets.store import resolve_store
+from earthcast.errors import CheckpointError, EarthcastError
 from earthcast.grids import WB2_GRIDS, grid_mismatch
 from earthcast.training import ForecastModule, IncompatibleCheckpointError
 
-DEMO_PREFIX = "demo:"
 DEFAULT_ROOT_DIR = "outputs"
 DEFAULT_SEED = 42
 LINKED_FROM_DATA = ("manifest", "stats", "n_input")
 """ForecastModule arguments that the CLI links from the data module."""
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file is missing, unreadable, or was not written by earthcast."""
-
-
-def resolve_store(store: str, *, generate: bool = True) -> str:
-    """The path of a store value: ``demo:atmosphere`` / ``demo:ocean`` become the cached demo store (made on
-    first use when ``generate``), anything else is returned unchanged."""
-    if not str(store).startswith(DEMO_PREFIX):
-        return str(store)
-    from earthcast.datasets.sim.demo import demo_store_path, ensure_demo_store
-
-    kind = str(store)[len(DEMO_PREFIX) :]
-    if kind not in ("atmosphere", "ocean"):
-        raise ValueError(f"unknown demo store {store!r}; use 'demo:atmosphere' or 'demo:ocean'")
-    return str(ensure_demo_store(kind) if generate else demo_store_path(kind))  # type: ignore[arg-type]
 
 
 def find_last_checkpoint(root: str | os.PathLike) -> Path | None:
@@ -313,11 +298,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         EarthcastCLI(args)
     except SystemExit as stop:  # argument errors (jsonargparse prints them) and --help
         return stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 2)
-    except (ValueError, FileNotFoundError, RuntimeError, ImportError) as err:
+    except (EarthcastError, MisconfigurationException) as err:
+        # earthcast's own errors and Lightning's configuration errors name the problem: one line. Anything
+        # else is unexpected and keeps its traceback.
         if os.environ.get("EARTHCAST_DEBUG"):
             raise
         name = args[0] if args else "fit"
-        message = err.args[0] if err.args else repr(err)
+        message = str(err)
         print(
             f"earthcast {name}: error: {message}\n(set EARTHCAST_DEBUG=1 for the traceback)", file=sys.stderr
         )

@@ -16,6 +16,8 @@ import cartopy.feature as cfeature
 import cartopy.io.shapereader as shapereader
 from cartopy.mpl.geoaxes import GeoAxes
 
+from earthcast.errors import StoreNotFoundError
+
 NATURAL_EARTH_DIR = Path(__file__).resolve().parent / "naturalearth"
 """Root of the shipped data, in cartopy's ``pre_existing_data_dir`` layout."""
 
@@ -29,7 +31,7 @@ COASTLINE_SHAPEFILE = (
 def coastline_feature() -> cfeature.ShapelyFeature:
     """The shipped 1:110m coastline as a cartopy feature in PlateCarree coordinates (read once per process)."""
     if not COASTLINE_SHAPEFILE.is_file():
-        raise FileNotFoundError(
+        raise StoreNotFoundError(
             f"The shipped coastline shapefile is missing: {COASTLINE_SHAPEFILE}. The earthcast install is "
             "incomplete; reinstall it with `pip install -e .` from a full checkout (the files live in "
             "earthcast/plotting/naturalearth/)."

@@ -16,6 +16,8 @@ import xarray as xr
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from earthcast.errors import DataError
+
 COORD_ALIASES = {"lat": "latitude", "lon": "longitude"}
 """Short coordinate names some stores use, and the WB2 names they are renamed to."""
 
@@ -31,7 +33,7 @@ def save_png(fig: Figure, path: str | Path, *, dpi: int = 110) -> Path:
     """Write ``fig`` as a PNG at ``path`` (parent folders are created) and return the path."""
     path = Path(path)
     if path.suffix.lower() != ".png":
-        raise ValueError(f"Plots are written as PNG, but {path} does not end in .png; give a .png path.")
+        raise DataError(f"Plots are written as PNG, but {path} does not end in .png; give a .png path.")
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=dpi, format="png", bbox_inches="tight", pad_inches=0.15)
     return path
@@ -44,11 +46,11 @@ def parse_lead(lead: str | pd.Timedelta | np.timedelta64) -> pd.Timedelta:
     try:
         value = pd.Timedelta(lead)
     except ValueError:
-        raise ValueError(
+        raise DataError(
             f"Cannot read lead time {lead!r}; write it as a number and a unit, e.g. 1d, 36h or 90min."
         ) from None
     if value < pd.Timedelta(0):
-        raise ValueError(f"Lead time {lead!r} is negative; leads count forward from the init time.")
+        raise DataError(f"Lead time {lead!r} is negative; leads count forward from the init time.")
     return value
 
 
@@ -101,20 +103,20 @@ def select_field(ds: xr.Dataset, variable: str, level: int | None) -> xr.DataArr
     """
     if variable not in ds.data_vars:
         known = ", ".join(map(str, ds.data_vars)) or "none"
-        raise ValueError(f"Variable {variable!r} is not in the dataset; it holds: {known}.")
+        raise DataError(f"Variable {variable!r} is not in the dataset; it holds: {known}.")
     da = ds[variable]
     if "level" in da.dims:
         if level is None:
             levels = ", ".join(str(int(v)) for v in da["level"].values)
-            raise ValueError(
+            raise DataError(
                 f"{variable!r} has pressure levels ({levels} hPa); pass one or more with --levels / level=."
             )
         if int(level) not in {int(v) for v in da["level"].values}:
             levels = ", ".join(str(int(v)) for v in da["level"].values)
-            raise ValueError(f"Level {level} hPa is not stored for {variable!r}; stored levels: {levels}.")
+            raise DataError(f"Level {level} hPa is not stored for {variable!r}; stored levels: {levels}.")
         da = da.sel(level=int(level))
     elif level is not None:
-        raise ValueError(
+        raise DataError(
             f"{variable!r} has no level dimension; drop the level for it (it is a surface field)."
         )
     return normalize_grid(da)
@@ -131,7 +133,7 @@ def fields_of(
     for variable in variables:
         if variable not in ds.data_vars:
             known = ", ".join(map(str, ds.data_vars)) or "none"
-            raise ValueError(f"Variable {variable!r} is not in the dataset; it holds: {known}.")
+            raise DataError(f"Variable {variable!r} is not in the dataset; it holds: {known}.")
         if "level" in ds[variable].dims:
             wanted = [int(v) for v in ds[variable]["level"].values] if levels is None else list(levels)
             fields.extend((variable, int(level)) for level in wanted)

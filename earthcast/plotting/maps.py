@@ -19,6 +19,7 @@ import xarray as xr
 from cartopy.mpl.geoaxes import GeoAxes
 from matplotlib.figure import Figure
 
+from earthcast.errors import DataError
 from earthcast.grids import grid_mismatch
 from earthcast.plotting.coastlines import add_coastlines
 from earthcast.plotting.figures import (
@@ -56,7 +57,7 @@ def projection(name: str) -> ccrs.Projection:
     try:
         return PROJECTIONS[name.lower()]()
     except KeyError:
-        raise ValueError(f"Unknown projection {name!r}; choose one of: {', '.join(PROJECTIONS)}.") from None
+        raise DataError(f"Unknown projection {name!r}; choose one of: {', '.join(PROJECTIONS)}.") from None
 
 
 def cell_edges(centres: np.ndarray, *, clip: tuple[float, float] | None = None) -> np.ndarray:
@@ -76,7 +77,7 @@ def draw_panel(ax: GeoAxes, panel: MapPanel, *, coastlines: bool = True) -> None
     """Draw ``panel`` on a cartopy axis as cells (pcolormesh), with coastlines and a colour bar."""
     field = panel.field
     if set(field.dims) != {"latitude", "longitude"}:
-        raise ValueError(
+        raise DataError(
             f"A map needs a 2-D (latitude, longitude) field, but got dims {field.dims}; select one init, lead "
             "and level first."
         )
@@ -137,7 +138,7 @@ def pick_init(forecast: xr.Dataset | xr.DataArray, init: str | pd.Timestamp | No
         return inits[0]
     wanted = pd.Timestamp(init)
     if wanted not in inits:
-        raise ValueError(
+        raise DataError(
             f"Init time {wanted} is not in the forecast; it has {inits.size} inits from {inits[0]} to {inits[-1]}."
         )
     return wanted
@@ -162,7 +163,7 @@ def forecast_truth_error_panels(
     leads = pd.to_timedelta(fc["prediction_timedelta"].values)
     if lead not in leads:
         stored = ", ".join(lead_label(v) for v in leads[:12]) + (" …" if leads.size > 12 else "")
-        raise ValueError(f"Lead {lead_label(lead)} is not in the forecast; stored leads: {stored}.")
+        raise DataError(f"Lead {lead_label(lead)} is not in the forecast; stored leads: {stored}.")
     fc = fc.sel(time=init_time, prediction_timedelta=lead)
     members = [d for d in ENSEMBLE_DIMS if d in fc.dims]
     kind = "forecast (ensemble mean)" if members else "forecast"
@@ -171,14 +172,14 @@ def forecast_truth_error_panels(
     tr = select_field(truth, variable, level)
     if valid not in pd.DatetimeIndex(tr["time"].values):
         times = pd.DatetimeIndex(tr["time"].values)
-        raise ValueError(
+        raise DataError(
             f"The truth has no data at valid time {valid} (init {init_time} + lead {lead_label(lead)}); it "
             f"covers {times[0]} to {times[-1]}. Pass a truth store that contains every valid time."
         )
     tr = tr.sel(time=valid)
     mismatch = grid_mismatch(fc["latitude"], fc["longitude"], tr["latitude"], tr["longitude"])
     if mismatch:
-        raise ValueError(f"Forecast and truth grids differ: {mismatch}. Regrid one onto the other first.")
+        raise DataError(f"Forecast and truth grids differ: {mismatch}. Regrid one onto the other first.")
     fc_values = np.asarray(fc.transpose("latitude", "longitude").values, dtype=np.float64)
     tr_values = np.asarray(tr.transpose("latitude", "longitude").values, dtype=np.float64)
     fc2d = fc.transpose("latitude", "longitude").copy(data=fc_values)

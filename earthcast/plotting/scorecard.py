@@ -15,6 +15,7 @@ import pandas as pd
 import xarray as xr
 from matplotlib.figure import Figure
 
+from earthcast.errors import DataError
 from earthcast.plotting.figures import field_name, fields_of, lead_label, new_figure, parse_lead, save_png
 from earthcast.plotting.scores import HIGHER_IS_BETTER, metric_values
 
@@ -31,7 +32,7 @@ def _leads_to_use(
         for name, stored in (("model", model_leads), ("reference", ref_leads)):
             if lead not in stored:
                 have = ", ".join(lead_label(v) for v in stored)
-                raise ValueError(f"Lead {lead_label(lead)} is not in the {name} results; it has: {have}.")
+                raise DataError(f"Lead {lead_label(lead)} is not in the {name} results; it has: {have}.")
     return chosen
 
 

@@ -15,6 +15,7 @@ import numpy as np
 import xarray as xr
 from matplotlib.figure import Figure
 
+from earthcast.errors import DataError
 from earthcast.plotting.figures import field_name, fields_of, file_stem, lead_days, new_figure, save_png
 
 HIGHER_IS_BETTER = frozenset({"acc"})
@@ -41,9 +42,9 @@ def metric_values(
     """
     if variable not in results.data_vars:
         known = ", ".join(map(str, results.data_vars)) or "none"
-        raise ValueError(f"Variable {variable!r} is not in the results file; it holds: {known}.")
+        raise DataError(f"Variable {variable!r} is not in the results file; it holds: {known}.")
     if "metric" not in results.dims or "lead_time" not in results.dims:
-        raise ValueError(
+        raise DataError(
             f"Not a WB2 results dataset: dims are {dict(results.sizes)}, expected (metric, region, lead_time, "
             "[level]). Pass the netCDF written by `earthcast score`."
         )
@@ -54,19 +55,19 @@ def metric_values(
     elif metric == "rmse" and "mse" in stored:
         da = np.sqrt(da.sel(metric="mse"))
     else:
-        raise ValueError(f"Metric {metric!r} is not in the results file; it holds: {', '.join(stored)}.")
+        raise DataError(f"Metric {metric!r} is not in the results file; it holds: {', '.join(stored)}.")
     if "region" in da.dims:
         regions = [str(r) for r in results["region"].values]
         if region not in regions:
-            raise ValueError(f"Region {region!r} is not in the results file; it holds: {', '.join(regions)}.")
+            raise DataError(f"Region {region!r} is not in the results file; it holds: {', '.join(regions)}.")
         da = da.sel(region=region)
     if "level" in da.dims:
         if level is None or int(level) not in {int(v) for v in da["level"].values}:
             levels = ", ".join(str(int(v)) for v in da["level"].values)
-            raise ValueError(f"{variable!r} needs a level from the results file ({levels} hPa); got {level}.")
+            raise DataError(f"{variable!r} needs a level from the results file ({levels} hPa); got {level}.")
         da = da.sel(level=int(level))
     elif level is not None:
-        raise ValueError(f"{variable!r} has no level dimension in the results file; drop the level for it.")
+        raise DataError(f"{variable!r} has no level dimension in the results file; drop the level for it.")
     return da.drop_vars([c for c in ("metric", "region", "level") if c in da.coords])
 
 
@@ -98,7 +99,7 @@ def plot_scores(
     that lacks it or the variable is skipped in that panel.
     """
     if not results:
-        raise ValueError("plot_scores needs at least one results dataset.")
+        raise DataError("plot_scores needs at least one results dataset.")
     panels: list[tuple[str, list[tuple[str, xr.DataArray]]]] = []
     for metric in metrics:
         holders = {name: ds for name, ds in results.items() if has_metric(ds, metric) and variable in ds}
@@ -110,7 +111,7 @@ def plot_scores(
             panels.append((metric, lines))
     if not panels:
         stored = sorted({str(m) for ds in results.values() for m in ds["metric"].values})
-        raise ValueError(
+        raise DataError(
             f"None of the metrics {list(metrics)} is in the results; they hold: {', '.join(stored)}."
         )
     fig = new_figure(4.6 * len(panels), 3.6)

@@ -18,6 +18,8 @@ import pandas as pd
 import xarray as xr
 from matplotlib.figure import Figure
 
+from earthcast.errors import DataError
+from earthcast.grids import GEOMETRY_ATTR, grid_geometry
 from earthcast.plotting.figures import (
     field_name,
     fields_of,
@@ -32,8 +34,12 @@ from earthcast.scoring.weights import latitude_weights
 
 
 def global_mean(field: xr.DataArray) -> xr.DataArray:
-    """WB2 area mean over ``latitude`` and ``longitude`` (ascending latitude; NaNs propagate)."""
-    weights = xr.DataArray(latitude_weights(field["latitude"].values), dims="latitude")
+    """Area mean over ``latitude`` and ``longitude`` with the grid's weights (WB2's on a global grid;
+    ascending latitude; NaNs propagate)."""
+    geometry = grid_geometry(
+        field["latitude"].values, field["longitude"].values, field.attrs.get(GEOMETRY_ATTR)
+    )
+    weights = xr.DataArray(latitude_weights(field["latitude"].values, geometry), dims="latitude")
     return field.weighted(weights).mean(("latitude", "longitude"), skipna=False)
 
 
@@ -60,12 +66,12 @@ def _climatology_field(climatology: xr.Dataset, variable: str, level: int | None
     name = variable if variable in climatology.data_vars else f"{variable}_mean"
     missing = [d for d in ("hour", "dayofyear") if d not in climatology.dims]
     if missing:
-        raise ValueError(
+        raise DataError(
             f"The climatology lacks the {'/'.join(missing)} dim(s); it needs WB2's (hour, dayofyear, …) layout. "
             "Build one with `earthcast climatology`."
         )
     if name not in climatology.data_vars:
-        raise ValueError(f"The climatology has neither {variable!r} nor {variable + '_mean'!r}.")
+        raise DataError(f"The climatology has neither {variable!r} nor {variable + '_mean'!r}.")
     return select_field(climatology.rename({name: variable}), variable, level)
 
 
@@ -95,7 +101,7 @@ def global_mean_series(
     common = valid[valid.isin(pd.DatetimeIndex(tr["time"].values))]
     if common.empty:
         times = pd.DatetimeIndex(tr["time"].values)
-        raise ValueError(
+        raise DataError(
             f"The truth ({times[0]} to {times[-1]}) holds none of the forecast valid times ({valid[0]} to "
             f"{valid[-1]}); pass the truth for the forecast period."
         )
@@ -105,7 +111,7 @@ def global_mean_series(
     clim_mean = global_mean(_climatology_field(climatology, variable, level)).compute()
     hours = [int(h) for h in clim_mean["hour"].values]
     if not set(common.hour).issubset(hours):
-        raise ValueError(
+        raise DataError(
             f"The climatology holds hours {hours}, but valid times fall at hours {sorted(set(common.hour))}; "
             "use a climatology with those hours of day."
         )

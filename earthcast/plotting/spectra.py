@@ -16,6 +16,7 @@ import xarray as xr
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
+from earthcast.errors import DataError
 from earthcast.plotting.figures import (
     field_name,
     fields_of,
@@ -53,7 +54,7 @@ def mean_spectrum(field: xr.DataArray, *, latitude_range: tuple[float, float] | 
     if latitude_range is not None:
         field = field.sel(latitude=slice(*latitude_range))
         if field.sizes["latitude"] == 0:
-            raise ValueError(f"No latitudes fall inside {latitude_range}; give (south, north) in degrees.")
+            raise DataError(f"No latitudes fall inside {latitude_range}; give (south, north) in degrees.")
     spectrum = zonal_energy_spectrum(field)
     others = [d for d in spectrum.dims if d != "zonal_wavenumber"]
     return spectrum.mean(others).drop_vars(["frequency", "wavelength"], errors="ignore").compute()
@@ -84,7 +85,7 @@ def forecast_truth_spectra(
     for lead in map(parse_lead, leads):
         if lead not in stored:
             have = ", ".join(lead_label(v) for v in stored[:12]) + (" …" if stored.size > 12 else "")
-            raise ValueError(f"Lead {lead_label(lead)} is not in the forecast; stored leads: {have}.")
+            raise DataError(f"Lead {lead_label(lead)} is not in the forecast; stored leads: {have}.")
         spectra[f"lead {lead_label(lead)}"] = mean_spectrum(
             fc.sel(prediction_timedelta=lead), latitude_range=latitude_range
         )
@@ -92,7 +93,7 @@ def forecast_truth_spectra(
     wanted = pd.DatetimeIndex(sorted(valid_times))
     missing = wanted[~wanted.isin(pd.DatetimeIndex(tr["time"].values))]
     if not missing.empty:
-        raise ValueError(
+        raise DataError(
             f"The truth lacks {missing.size} valid time(s), first {missing[0]}; pass a truth store that "
             "covers every init + lead."
         )

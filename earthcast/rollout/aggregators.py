@@ -33,6 +33,7 @@ import torch
 import xarray as xr
 
 from earthcast.datasets.channels import ChannelManifest
+from earthcast.errors import ConfigError
 from earthcast.rollout.generator import RolloutStep
 from earthcast.rollout.writer import level_axis, level_positions, variable_layout
 from earthcast.scoring.spectrum import EARTH_RADIUS_M
@@ -84,7 +85,7 @@ class OnlineAggregates:
         self.dir, self.manifest = Path(directory), manifest
         self.n_steps, self.spectrum_steps = n_steps, list(spectrum_steps)
         self.lat = np.asarray(manifest.latitude, np.float64)
-        self.weights = torch.from_numpy(latitude_weights(self.lat))[:, None]
+        self.weights = torch.from_numpy(latitude_weights(self.lat, manifest.grid_geometry))[:, None]
         c, (h, w) = len(manifest.state), manifest.grid_shape
         k = w // 2 + 1
         shapes = {
@@ -97,7 +98,7 @@ class OnlineAggregates:
             "running_count": ((2,), np.float64, 0.0),
         }
         if k > w:
-            raise ValueError("the grid needs at least 2 longitudes for a zonal spectrum")
+            raise ConfigError("the grid needs at least 2 longitudes for a zonal spectrum")
         self.arrays: dict[str, np.ndarray] = {}
         for name, (shape, dtype, fill) in shapes.items():
             path = self.dir / f"{name}.npy"

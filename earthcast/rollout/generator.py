@@ -1,8 +1,8 @@
 """The rollout generator: one coordinate-carrying :class:`RolloutStep` per lead, memory flat in lead length.
 
 Only the N most recent normalised states of each (init, member) are held. Forcings are computed
-analytically at each valid time; statics come from the truth store. Writers and online aggregators consume
-the steps; the restart record saves ``RolloutStep.state`` to continue bit-identically.
+analytically at each valid time (a limited-area model's lateral boundary is read from the truth store there);
+statics come from the truth store. Writers and online aggregators consume the steps; the restart record saves ``RolloutStep.state`` to continue bit-identically.
 
 Ensembles: member 0 is the unperturbed control unless ``Ensemble.perturb_control``; every other member adds
 ``amplitude`` × N(0, 1) noise in normalised units to its initial condition (the same noise field on all N
@@ -22,7 +22,10 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from earthcast.datasets.forcings import forcing_fields
+from earthcast.datasets.boundary import manifest_forcings
+from earthcast.datasets.time_axis import advance_times
+from earthcast.errors import ConfigError
+from earthcast.rollout.initial import TruthSource
 from earthcast.rollout.model import StepModel
 
 
@@ -75,12 +78,15 @@ class BlowUp:
 @dataclass(frozen=True)
 class InitialConditions:
     """Inputs of one batch: init_times (B,) datetime64[ns]; states (B, N, C, H, W) float32 physical;
-    static (S, H, W) float32 physical; mask (H, W) bool, True where valid, or None (nothing masked)."""
+    static (S, H, W) float32 physical; mask (H, W) bool, True where valid, or None (nothing masked);
+    truth: the truth store, read at every step for the lateral boundary of a limited-area model
+    (``manifest.boundary_width > 0``; unused otherwise)."""
 
     init_times: np.ndarray
     states: torch.Tensor
     static: torch.Tensor
     mask: torch.Tensor | None = None
+    truth: TruthSource | None = None
 
 
 @dataclass
@@ -99,7 +105,7 @@ class RolloutStep:
 
     Attributes:
         index: 0-based lead index; lead = (index + 1) × model step.
-        lead: timedelta64[ns].
+        lead: timedelta64[ns] (for a calendar step, in mean months; ``valid_times`` are the true times).
         init_times, valid_times: (B,) datetime64[ns].
         fields: (B, M, C, H, W) float32 physical units, NaN for stopped members and masked points.
         alive: (B, M) bool after this step.
@@ -183,11 +189,22 @@ def initial_state(
     return RolloutState(z, (~dead).reshape(-1, m), 0), reports
 
 
-def _forcing_frame(model: StepModel, init_times: np.ndarray, j: int) -> torch.Tensor:
-    """(B, F, H, W) forcings at init + j × step (one call per frame, so a resumed run computes them alike)."""
-    times = init_times.astype("datetime64[ns]") + j * model.step
-    lat, lon = np.asarray(model.manifest.latitude), np.asarray(model.manifest.longitude)
-    return torch.from_numpy(forcing_fields(model.manifest.names("forcing"), times, lat, lon))
+def _forcing_frame(
+    model: StepModel, init_times: np.ndarray, j: int, truth: TruthSource | None
+) -> torch.Tensor:
+    """(B, F, H, W) physical forcings at init + j × step, calendar-aware (one call per frame, so a resumed run
+    computes them alike); a limited-area model's boundary channels come from the truth at those times."""
+    times = advance_times(init_times, j, model.manifest.model_step)
+    state = None
+    if model.manifest.boundary_width:
+        if truth is None:
+            raise ConfigError(
+                f"this limited-area model (boundary_width={model.manifest.boundary_width}) takes its lateral "
+                "boundary from the truth at every step: pass InitialConditions(..., truth=TruthSource.open("
+                "store, model.manifest))"
+            )
+        state = truth.boundary_states(times)
+    return torch.from_numpy(manifest_forcings(model.manifest, times, state))
 
 
 def generate(
@@ -218,19 +235,20 @@ def generate(
         state = RolloutState(resume.window.to(model.device), resume.alive.to(model.device), resume.next_step)
     init_times = ic.init_times.astype("datetime64[ns]")
     mask = None if ic.mask is None else ic.mask.to(model.device)
+    valid_points = None if mask is None else mask.float()
     zero = model.normalize_state(torch.zeros(len(model.manifest.state), 1, 1, device=model.device))
     static = model.normalize_static(ic.static.to(model.device, torch.float32))
     static = static.expand(len(init_times) * m, *static.shape)
-    frames = [
-        _forcing_frame(model, init_times, j) for j in range(state.next_step + 1 - n, state.next_step + 1)
-    ]
+    first = state.next_step + 1 - n
+    frames = [_forcing_frame(model, init_times, j, ic.truth) for j in range(first, state.next_step + 1)]
     window, alive = state.window, state.alive.clone()
     for k in range(state.next_step, n_steps):
-        frames.append(_forcing_frame(model, init_times, k + 1))
-        valid = init_times + (k + 1) * model.step
+        frames.append(_forcing_frame(model, init_times, k + 1, ic.truth))
+        valid = advance_times(init_times, k + 1, model.manifest.model_step)
         live = alive.flatten()
         if bool(live.any()):
-            forcings = torch.stack(frames, dim=1).to(model.device).repeat_interleave(m, dim=0)
+            forcings = model.normalize_forcings(torch.stack(frames, dim=1).to(model.device), valid_points)
+            forcings = forcings.repeat_interleave(m, dim=0)
             valid_ns = torch.from_numpy(valid.astype(np.int64)).to(model.device).repeat_interleave(m)
             nxt = model.step_once(window, static, forcings, valid_ns)
         else:

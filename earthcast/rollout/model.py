@@ -19,6 +19,7 @@ import torch
 
 from earthcast.datasets.channels import ChannelManifest
 from earthcast.datasets.statistics import NormStats
+from earthcast.errors import ConfigError, StoreNotFoundError
 from earthcast.training import ForecastModule, IncompatibleCheckpointError
 
 
@@ -72,13 +73,18 @@ class StepModel:
         """Physical -> normalised static fields, (..., S, H, W)."""
         return self.module.normalizer.normalize_static(x)
 
+    def normalize_forcings(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        """Physical -> model forcings, (..., F, H, W), exactly as in training (boundary channels normalised
+        like the state; ``valid`` broadcastable to (..., 1, H, W), 1 = valid, or None)."""
+        return self.module.normalizer.normalize_forcings(x, valid)
+
     @torch.no_grad()
     def step_once(
         self, window: torch.Tensor, static: torch.Tensor, forcings: torch.Tensor, valid_ns: torch.Tensor
     ) -> torch.Tensor:
         """Next normalised state (B, C, H, W) from the window (B, N, C, H, W) of normalised states,
         normalised statics (B, S, H, W), forcings (B, N + 1, F, H, W) at the input times and the target
-        time, and the target valid times (B,) int64 ns."""
+        time (from :meth:`normalize_forcings`), and the target valid times (B,) int64 ns."""
         return self.net(window, static, forcings, valid_ns).float()
 
 
@@ -92,14 +98,16 @@ def load_step_model(path: str | os.PathLike, device: str | torch.device = "cpu")
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"No checkpoint at {str(path)!r}; pass the .ckpt written by `earthcast fit`.")
+        raise StoreNotFoundError(
+            f"No checkpoint at {str(path)!r}; pass the .ckpt written by `earthcast fit`."
+        )
     dev = torch.device(device)
     try:
         module = ForecastModule.load_from_checkpoint(path, map_location=dev, weights_only=True)
     except IncompatibleCheckpointError:
         raise
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, KeyError, OSError) as err:
-        raise ValueError(
+        raise ConfigError(
             f"{str(path)!r} is not a readable earthcast checkpoint ({type(err).__name__}: {err}). The file is "
             "truncated or corrupt: copy it again, or use another checkpoint (e.g. last.ckpt)."
         ) from err

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from earthcast.datasets.channels import ChannelManifest
+from earthcast.errors import ConfigError
 
 RECORD_NAME = "restart.bin"
 MAGIC = b"EARTHCAST-RESTART-1\n"
@@ -80,7 +81,7 @@ def load_record(directory: str | os.PathLike) -> dict[str, Any] | None:
     raw = path.read_bytes()
     try:
         if not raw.startswith(MAGIC):
-            raise ValueError("not an earthcast restart record")
+            raise ConfigError("not an earthcast restart record")
         start = len(MAGIC) + 8
         size = int.from_bytes(raw[len(MAGIC) : start], "little")
         header = json.loads(raw[start : start + size])
@@ -93,7 +94,7 @@ def load_record(directory: str | os.PathLike) -> dict[str, Any] | None:
             record[key] = torch.from_numpy(values.reshape(spec["shape"]).copy())
         return record
     except (ValueError, KeyError, TypeError) as err:
-        raise ValueError(
+        raise ConfigError(
             f"the restart record {str(path)!r} is unreadable ({type(err).__name__}: {err}); delete the output "
             "and its state directory, or rerun with --overwrite."
         ) from err

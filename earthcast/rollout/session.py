@@ -21,6 +21,8 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from earthcast.datasets.time_axis import TimeStep, advance_times
+from earthcast.errors import ConfigError, OutputExistsError, TimeAxisError
 from earthcast.rollout.aggregators import OnlineAggregates, write_aggregates
 from earthcast.rollout.commit import StepCommitter
 from earthcast.rollout.generator import (
@@ -106,17 +108,35 @@ class RunPaths:
         self.state.mkdir(parents=True, exist_ok=True)
 
 
-def _aggregate_steps(cfg: RolloutConfig, step: pd.Timedelta, n_steps: int) -> list[int]:
+def _steps(lead: str, model_step: TimeStep, what: str = "--lead") -> int:
+    """Model steps in ``lead``: a duration for a fixed step, calendar months ('12MS', '12 months', '1YS') for a
+    calendar step."""
+    if not model_step.is_calendar:
+        return lead_steps(lead, model_step.nominal, what=what)
+    try:
+        months = TimeStep.parse(lead).months
+    except TimeAxisError:
+        months = 0
+    if not months or months % model_step.months:
+        raise ConfigError(
+            f"{what} {lead!r} is not a whole number of the model's {model_step.describe()} steps; give calendar "
+            f"months such as '{model_step.scaled(12)}' or '{12 * model_step.months} months'."
+        )
+    return months // model_step.months
+
+
+def _aggregate_steps(cfg: RolloutConfig, model_step: TimeStep, n_steps: int) -> list[int]:
+    step = model_step.nominal
     if cfg.aggregate_leads is None:
         candidates = [pd.Timedelta(days=d) for d in (1, 5, 10)] + [n_steps * step]
         picked = {
             round(c / step) - 1 for c in candidates if c <= n_steps * step and c.value % step.value == 0
         }
         return sorted(picked)
-    steps = {lead_steps(lead, step, what="--aggregate-leads value") - 1 for lead in cfg.aggregate_leads}
+    steps = {_steps(lead, model_step, what="--aggregate-leads value") - 1 for lead in cfg.aggregate_leads}
     beyond = [s + 1 for s in steps if s >= n_steps]
     if beyond:
-        raise ValueError(
+        raise ConfigError(
             f"--aggregate-leads has leads beyond --lead {cfg.lead!r} ({beyond} steps); drop them or lengthen --lead."
         )
     return sorted(steps)
@@ -155,7 +175,7 @@ def _check_existing(paths: RunPaths, identity: dict, overwrite: bool) -> dict | 
     stored = read_run_identity(paths.store)
     if overwrite:
         if stored is None:
-            raise FileExistsError(
+            raise OutputExistsError(
                 f"{paths.store} exists and is not an earthcast rollout store; --overwrite only replaces rollout "
                 "outputs. Remove it yourself or choose another --out."
             )
@@ -164,7 +184,7 @@ def _check_existing(paths: RunPaths, identity: dict, overwrite: bool) -> dict | 
         paths.clear_state()
         return None
     if stored is None:
-        raise FileExistsError(
+        raise OutputExistsError(
             f"{paths.store} exists and is not an earthcast rollout store; choose another --out."
         )
     record = load_record(paths.state) if paths.state.is_dir() else None
@@ -175,7 +195,7 @@ def _check_existing(paths: RunPaths, identity: dict, overwrite: bool) -> dict | 
         diffs = [] if other is None else identity_differences(other, identity)
         if diffs:
             listing = "\n  - ".join(diffs)
-            raise FileExistsError(
+            raise OutputExistsError(
                 f"{paths.store} holds a different run (its {what} differs):\n  - {listing}\nRerun with the "
                 "original checkpoint and options to resume it, choose another --out, or pass --overwrite to "
                 "replace it."
@@ -215,14 +235,16 @@ def run_rollout(cfg: RolloutConfig) -> RolloutResult:
         FileExistsError: the output holds another run.
     """
     if cfg.members < 1 or cfg.batch_size < 1:
-        raise ValueError(f"--members and --batch-size must be >= 1, got {cfg.members} and {cfg.batch_size}.")
+        raise ConfigError(f"--members and --batch-size must be >= 1, got {cfg.members} and {cfg.batch_size}.")
     model = load_step_model(cfg.checkpoint, cfg.device)
     truth = TruthSource.open(cfg.data, model.manifest)
     inits = parse_inits(cfg.inits)
-    step = pd.Timedelta(model.step)
-    n_steps = lead_steps(cfg.lead, step)
+    n_steps = _steps(cfg.lead, model.manifest.model_step)
     truth.check_inits(inits, model.n_input)
-    agg = _aggregate_steps(cfg, step, n_steps)
+    if model.manifest.boundary_width:  # the lateral boundary is read from the truth at every valid time
+        leads = np.arange(1, n_steps + 1)
+        truth.check_boundary(advance_times(inits.values[:, None], leads, model.manifest.model_step))
+    agg = _aggregate_steps(cfg, model.manifest.model_step, n_steps)
     identity = _identity(cfg, model, inits, n_steps, agg)
     identity_json = json.dumps(identity)  # the record stores a string: cheap to save after every step
     paths = RunPaths.of(cfg.out)
@@ -263,7 +285,7 @@ def run_rollout(cfg: RolloutConfig) -> RolloutResult:
                 if resume
                 else torch.from_numpy(truth.initial_states(inits[part], model.n_input))
             )
-            ic = InitialConditions(inits.values[part], states, static, mask)
+            ic = InitialConditions(inits.values[part], states, static, mask, truth)
             committer.submit(functools.partial(aggregates.resume, b, resume.next_step if resume else 0))
             for out in generate(
                 model, ic, n_steps, ensemble=ensemble, blowup_bound=cfg.blowup_bound, resume=resume

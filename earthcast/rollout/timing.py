@@ -7,6 +7,8 @@ import re
 import numpy as np
 import pandas as pd
 
+from earthcast.errors import ConfigError
+
 _ISO = r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}(?::\d{2}(?::\d{2}(?:\.\d+)?)?)?)?"
 _RANGE = re.compile(rf"^(?P<start>{_ISO}):(?P<end>{_ISO})(?::(?P<freq>[^:]+))?$")
 
@@ -20,7 +22,7 @@ def _timestamp(text: str, spec: str) -> pd.Timestamp:
     try:
         return pd.Timestamp(text)
     except ValueError as err:
-        raise ValueError(
+        raise ConfigError(
             f"cannot read {text!r} in --inits {spec!r} as an ISO time ({err}). {INITS_HELP}."
         ) from err
 
@@ -45,7 +47,7 @@ def parse_inits(spec: str) -> pd.DatetimeIndex:
         if "/" in text:
             parts = text.split("/")
             if len(parts) not in (2, 3):
-                raise ValueError(f"--inits {spec!r} has {len(parts)} '/'-separated parts. {INITS_HELP}.")
+                raise ConfigError(f"--inits {spec!r} has {len(parts)} '/'-separated parts. {INITS_HELP}.")
             start, end, freq = parts[0], parts[1], parts[2] if len(parts) == 3 else None
         elif match:
             start, end, freq = match["start"], match["end"], match["freq"]
@@ -53,10 +55,10 @@ def parse_inits(spec: str) -> pd.DatetimeIndex:
             start, end, freq = text, text, None
         first, last = _timestamp(start, spec), _timestamp(end, spec)
         if last < first:
-            raise ValueError(f"--inits {spec!r}: END {last} is before START {first}. {INITS_HELP}.")
+            raise ConfigError(f"--inits {spec!r}: END {last} is before START {first}. {INITS_HELP}.")
         if freq is None:
             if first != last:
-                raise ValueError(
+                raise ConfigError(
                     f"--inits {spec!r} gives START and END but no FREQ (e.g. ':12h'). {INITS_HELP}."
                 )
             times = pd.DatetimeIndex([first])
@@ -64,14 +66,14 @@ def parse_inits(spec: str) -> pd.DatetimeIndex:
             try:
                 step = pd.Timedelta(re.sub(r"(\d)d$", r"\1D", freq))
             except ValueError as err:
-                raise ValueError(
+                raise ConfigError(
                     f"--inits {spec!r}: cannot read FREQ {freq!r} ({err}); use e.g. 12h or 1D."
                 ) from err
             if step <= pd.Timedelta(0):
-                raise ValueError(f"--inits {spec!r}: FREQ must be positive, got {freq!r}.")
+                raise ConfigError(f"--inits {spec!r}: FREQ must be positive, got {freq!r}.")
             times = pd.date_range(first, last, freq=step)
     if len(times) == 0:
-        raise ValueError(f"--inits {spec!r} gives no init times. {INITS_HELP}.")
+        raise ConfigError(f"--inits {spec!r} gives no init times. {INITS_HELP}.")
     return pd.DatetimeIndex(np.unique(times.values.astype("datetime64[ns]")))
 
 
@@ -86,13 +88,15 @@ def lead_steps(lead: str | pd.Timedelta, step: pd.Timedelta, *, what: str = "--l
     try:
         duration = pd.Timedelta(text)
     except ValueError as err:
-        raise ValueError(f"cannot read {what} {lead!r} as a duration ({err}); use e.g. 10d or 240h.") from err
+        raise ConfigError(
+            f"cannot read {what} {lead!r} as a duration ({err}); use e.g. 10d or 240h."
+        ) from err
     if duration <= pd.Timedelta(0):
-        raise ValueError(f"{what} must be positive, got {lead!r}.")
+        raise ConfigError(f"{what} must be positive, got {lead!r}.")
     ratio, rest = divmod(duration.value, step.value)
     if rest:
         below, above = ratio * step, (ratio + 1) * step
-        raise ValueError(
+        raise ConfigError(
             f"{what} {lead!r} ({duration}) is not a multiple of the model step {step}: use "
             f"{below if ratio else above} or {above} instead."
         )

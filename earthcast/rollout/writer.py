@@ -30,6 +30,7 @@ from numcodecs.abc import Codec
 
 from earthcast.datasets.channels import ChannelManifest
 from earthcast.datasets.zarr_store import ZARR_FORMAT, atomic_store
+from earthcast.errors import ConfigError
 
 RUN_ATTR = "earthcast_rollout"
 """Store attribute holding the run identity (JSON) that resumes and re-runs are checked against."""
@@ -142,7 +143,7 @@ class ForecastWriter:
             for lay in self.layouts:
                 meta = json.loads((Path(self.path) / lay.name / ".zarray").read_text())
                 if meta.get("filters") or meta["order"] != "C" or meta["dtype"] != "<f4":
-                    raise ValueError(
+                    raise ConfigError(
                         f"{self.path}/{lay.name} is not a float32 C-order Zarr v2 array without filters"
                     )
                 codec = numcodecs.get_codec(meta["compressor"]) if meta["compressor"] else None

@@ -22,13 +22,15 @@ import pandas as pd
 import xarray as xr
 from rich.progress import track
 
+from earthcast.errors import DataError
+
 N_DAYS = 366
 
 
 def triangular_window_weights(window: int) -> np.ndarray:
     """WB2 ``create_window_weights``: (window,) linearly rising then falling weights with mean 1."""
     if window < 1 or window % 2 == 0:
-        raise ValueError(f"window must be a positive odd number of days (WB2 uses 61), got {window}.")
+        raise DataError(f"window must be a positive odd number of days (WB2 uses 61), got {window}.")
     if window == 1:
         return np.ones(1)
     half = window // 2
@@ -109,23 +111,23 @@ def build_climatology(
         Dataset (hour, dayofyear, [level], latitude, longitude), float32, attrs copied.
     """
     if "time" not in truth.dims:
-        raise ValueError("build_climatology needs a truth dataset with a 'time' dimension (e.g. ERA5).")
+        raise DataError("build_climatology needs a truth dataset with a 'time' dimension (e.g. ERA5).")
     if 24 % hour_interval:
-        raise ValueError(f"hour_interval must divide 24 (1, 2, 3, 4, 6, 8, 12 or 24), got {hour_interval}.")
+        raise DataError(f"hour_interval must divide 24 (1, 2, 3, 4, 6, 8, 12 or 24), got {hour_interval}.")
     times = pd.DatetimeIndex(truth["time"].values)
     first, last = times.year.min(), times.year.max()
     start_year = first if start_year is None else start_year
     end_year = last if end_year is None else end_year
     in_years = (times.year >= start_year) & (times.year <= end_year)
     if not in_years.any():
-        raise ValueError(
+        raise DataError(
             f"No truth times in {start_year}–{end_year}; the truth covers {first}–{last}. "
             "Choose --start-year/--end-year inside that range."
         )
     names = variables or [n for n, v in truth.data_vars.items() if "time" in v.dims]
     missing = [n for n in names if n not in truth.data_vars]
     if missing:
-        raise ValueError(f"Variables {missing} are not in the truth; valid ones: {sorted(truth.data_vars)}.")
+        raise DataError(f"Variables {missing} are not in the truth; valid ones: {sorted(truth.data_vars)}.")
     hours = np.arange(0, 24, hour_interval)
     jobs = [(n, sel) for n in names for sel in _slices(truth[n], max_bytes)]
     out = {}
@@ -145,7 +147,7 @@ def build_climatology(
         for h_pos, hour in enumerate(hours):
             at_hour = times[in_years].hour == hour
             if not at_hour.any():
-                raise ValueError(f"The truth has no samples at {hour:02d} UTC; use a larger --hour-interval.")
+                raise DataError(f"The truth has no samples at {hour:02d} UTC; use a larger --hour-interval.")
             t = times[in_years][at_hour]
             clim = rolling_hour_climatology(flat[at_hour], t.year.values, t.day_of_year.values, window)
             out[name][{"hour": h_pos, **sel}] = clim.reshape(N_DAYS, *block.shape[1:]).astype(np.float32)
@@ -172,7 +174,7 @@ def check_climatology(climatology: xr.Dataset) -> xr.Dataset:
             if "time" in climatology.dims
             else ""
         )
-        raise ValueError(
+        raise DataError(
             f"The climatology has dims {dict(climatology.sizes)} but needs 'hour' and 'dayofyear' dims "
             f"(WB2 layout (hour, dayofyear, [level], latitude, longitude)).{hint} Build one with "
             "`earthcast climatology --truth T --out C.zarr`."
@@ -187,7 +189,7 @@ def climatology_variable(climatology: xr.Dataset, name: str) -> xr.DataArray:
     for key in (name, f"{name}_mean"):
         if key in climatology.data_vars:
             return climatology[key]
-    raise ValueError(
+    raise DataError(
         f"The climatology has no {name!r} (nor {name}_mean); it holds {sorted(climatology.data_vars)}. "
         "Build one for this variable with `earthcast climatology`, or drop ACC/climatology for it."
     )
@@ -208,7 +210,7 @@ def climatology_positions(climatology: xr.Dataset, valid_times: np.ndarray) -> n
     )
     bad = (doy_pos < 0) | (hour_pos < 0)
     if bad.any():
-        raise ValueError(
+        raise DataError(
             f"The climatology has hours {hours.tolist()} and days {days.min()}…{days.max()}, which do not "
             f"cover valid time {times[bad][0]}; rebuild it with a matching --hour-interval."
         )

@@ -22,6 +22,8 @@ import dask
 import numpy as np
 import xarray as xr
 
+from earthcast.errors import DataError
+from earthcast.grids import dataset_geometry
 from earthcast.scoring.climatology import climatology_variable
 from earthcast.scoring.ensemble import ENSEMBLE_METRICS, ensemble_block, ensemble_time_mean
 from earthcast.scoring.inputs import Aligned, align, truth_positions
@@ -57,7 +59,7 @@ def _canonical(da: xr.DataArray, lead: tuple[str, ...], member: str | None = Non
     order += ["latitude", "longitude"]
     extra = [d for d in da.dims if d not in order]
     if extra:
-        raise ValueError(f"{da.name!r} has unexpected dims {extra}; expected {order}.")
+        raise DataError(f"{da.name!r} has unexpected dims {extra}; expected {order}.")
     return da.transpose(*order).data
 
 
@@ -100,7 +102,7 @@ class _Blocks:
         if source == "persistence":
             self.init_pos = truth_positions(aligned.truth["time"].values, aligned.init_times, "init times")
         if source == "climatology" and aligned.climatology is None:
-            raise ValueError("The climatology baseline needs a climatology (--climatology C.zarr).")
+            raise DataError("The climatology baseline needs a climatology (--climatology C.zarr).")
 
     def truth(self, name: str, positions: np.ndarray) -> tuple:
         g = _Gather(_canonical(self.a.truth[name], ("time",)), positions)
@@ -219,14 +221,15 @@ def score(
         Dataset of time-mean scores, dims (metric, region, lead_time[, level]) per variable.
     """
     if source not in SOURCES:
-        raise ValueError(f"Unknown source {source!r}; choose one of {SOURCES}.")
+        raise DataError(f"Unknown source {source!r}; choose one of {SOURCES}.")
     a = align(
         forecast, truth, climatology, variables=variables, levels=levels,
         ensemble_dim=ensemble_dim, land_sea_mask=land_sea_mask,
     )  # fmt: skip
     region_list = resolve_regions(regions, have_land_sea_mask=a.land_sea_mask is not None)
     lat, lon = a.truth["latitude"].values, a.truth["longitude"].values
-    area = AreaMean(region_weights(region_list, lat, lon, a.land_sea_mask))
+    geometry = dataset_geometry(a.truth)
+    area = AreaMean(region_weights(region_list, lat, lon, a.land_sea_mask, geometry=geometry))
     blocks = _Blocks(a, source)
     jobs = _jobs(a, source)
     n_init, n_lead = a.valid_pos.shape
@@ -267,7 +270,13 @@ def score(
             _time_mean(job, per_init, a.climatology is not None, extra_metrics)
         )
     out = results_dataset(scores, a, [r.name for r in region_list])
-    out.attrs.update(source=source, n_inits=n_init, engine="earthcast")
+    out.attrs.update(
+        source=source,
+        n_inits=n_init,
+        engine="earthcast",
+        grid_geometry=geometry.kind,
+        area_weighting=geometry.area_weighting,
+    )
     if source == "forecast" and a.ensemble_dim is not None:
         out.attrs["ensemble_size"] = int(a.forecast.sizes[a.ensemble_dim])
     return out

@@ -13,6 +13,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from earthcast.datasets.normalize import make_latitude_increasing, make_longitude_contiguous
+from earthcast.errors import DataError
 from earthcast.grids import grid_mismatch
 from earthcast.scoring.climatology import check_climatology, climatology_positions
 from earthcast.scoring.ensemble import ENSEMBLE_DIMS
@@ -22,21 +24,18 @@ FORECAST_DIMS = ("time", "prediction_timedelta", "latitude", "longitude")
 
 
 def normalise(ds: xr.Dataset) -> xr.Dataset:
-    """Rename WB2 variants, make latitude ascending and longitude 0…360 (lazy)."""
+    """Rename WB2 variants, make latitude ascending and longitude contiguous (0…360 on global grids; the
+    data layer's rules, :mod:`earthcast.datasets.normalize`), lazily."""
     ds = ds.rename({k: v for k, v in _RENAMES.items() if k in ds.dims or k in ds.coords})
     if "valid_time" in ds.coords and "valid_time" not in ds.dims:
         ds = ds.drop_vars("valid_time")
-    if "longitude" in ds.dims and float(ds["longitude"].min()) < 0:
-        ds = ds.assign_coords(longitude=ds["longitude"] % 360).sortby("longitude")
-    if "latitude" in ds.dims and ds.sizes["latitude"] > 1 and ds["latitude"][0] > ds["latitude"][-1]:
-        ds = ds.sortby("latitude")
-    return ds
+    return make_longitude_contiguous(make_latitude_increasing(ds))
 
 
 def _same_grid(ds: xr.Dataset, ref: xr.Dataset, what: str) -> xr.Dataset:
     problem = grid_mismatch(ds["latitude"], ds["longitude"], ref["latitude"], ref["longitude"])
     if problem:
-        raise ValueError(
+        raise DataError(
             f"The {what} grid does not match the truth grid: {problem}. Regrid the {what} to the truth's "
             "grid (WB2 uses first-order conservative regridding) or score against a truth on the same grid."
         )
@@ -60,7 +59,7 @@ def truth_positions(
     if (pos < 0).any():
         missing = pd.DatetimeIndex(np.unique(flat[pos < 0]))
         shown = ", ".join(str(t) for t in missing[:5])
-        raise ValueError(
+        raise DataError(
             f"The truth lacks {missing.size} of the forecast's {what}, e.g. {shown}. The truth covers "
             f"{index.min()} … {index.max()}: extend it to cover every init + lead (WB2: ERA5 through "
             "2021-01-10 for 2020 inits at 10 days), or restrict the inits (--init-start/--init-end)."
@@ -104,14 +103,14 @@ def _select_variables(forecast: xr.Dataset, truth: xr.Dataset, requested: list[s
     ]
     if not requested:
         if not scorable:
-            raise ValueError(
+            raise DataError(
                 f"No variable of the forecast ({sorted(forecast.data_vars)}) is also a time-dependent "
                 f"variable of the truth ({sorted(truth.data_vars)}); check that both use WB2 names."
             )
         return scorable
     unknown = [n for n in requested if n not in scorable]
     if unknown:
-        raise ValueError(
+        raise DataError(
             f"Unknown variable(s) {unknown}. Valid variables (in forecast and truth): {scorable}."
         )
     return list(dict.fromkeys(requested))
@@ -123,21 +122,21 @@ def _select_levels(ds: xr.Dataset, levels: list[int] | None, what: str) -> xr.Da
     have = [int(v) for v in ds["level"].values]
     missing = [lv for lv in levels if lv not in have]
     if missing:
-        raise ValueError(f"Level(s) {missing} hPa are not in the {what}; it has {have}. Pick from those.")
+        raise DataError(f"Level(s) {missing} hPa are not in the {what}; it has {have}. Pick from those.")
     return ds.sel(level=list(levels))
 
 
 def _ensemble_dim(forecast: xr.Dataset, requested: str | None) -> str | None:
     if requested is not None:
         if requested not in forecast.dims:
-            raise ValueError(
+            raise DataError(
                 f"Ensemble dimension {requested!r} is not in the forecast dims {list(forecast.dims)}; "
                 f"use one of {ENSEMBLE_DIMS} or omit it for a deterministic forecast."
             )
         return requested
     found = [d for d in ENSEMBLE_DIMS if d in forecast.dims]
     if len(found) > 1:
-        raise ValueError(f"The forecast has both {found}; pass ensemble_dim to say which holds the members.")
+        raise DataError(f"The forecast has both {found}; pass ensemble_dim to say which holds the members.")
     return found[0] if found else None
 
 
@@ -155,12 +154,12 @@ def align(
     forecast, truth = normalise(forecast), normalise(truth)
     missing_dims = [d for d in FORECAST_DIMS if d not in forecast.dims]
     if missing_dims:
-        raise ValueError(
+        raise DataError(
             f"The forecast lacks dims {missing_dims} (has {list(forecast.dims)}). earthcast scores the WB2 "
             "by-init layout: time = init, prediction_timedelta = lead, [level], [number], latitude, longitude."
         )
     if "time" not in truth.dims:
-        raise ValueError(
+        raise DataError(
             f"The truth needs a 'time' dimension (has {list(truth.dims)}), like WB2's ERA5 stores."
         )
     forecast = _same_grid(forecast, truth, "forecast")
@@ -177,7 +176,7 @@ def align(
     if step is not None:
         bad = [lead for lead in leads if lead % step != np.timedelta64(0, "ns")]
         if bad:
-            raise ValueError(
+            raise DataError(
                 f"Lead(s) {[str(pd.Timedelta(b)) for b in bad[:5]]} are not multiples of the truth's time step "
                 f"{pd.Timedelta(step)}; score only leads on the truth's step (e.g. forecast.sel("
                 "prediction_timedelta=...)) or use a truth with a finer time step."

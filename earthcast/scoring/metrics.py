@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from earthcast.errors import DataError
+from earthcast.grids import GridGeometry
 from earthcast.scoring.weights import latitude_weights
 
 
@@ -34,7 +36,7 @@ class AreaMean:
     def __init__(self, weights: np.ndarray) -> None:
         weights = np.asarray(weights, dtype=np.float64)
         if weights.ndim != 3:
-            raise ValueError(f"weights must be (R, H, W), got shape {weights.shape}")
+            raise DataError(f"weights must be (R, H, W), got shape {weights.shape}")
         self.n_regions, self.height, self.width = weights.shape
         flat = weights.reshape(self.n_regions, -1)
         self._weights = np.ascontiguousarray(flat.T)
@@ -42,15 +44,16 @@ class AreaMean:
         self._total = flat.sum(axis=1)
 
     @classmethod
-    def global_mean(cls, latitude: np.ndarray, n_lon: int) -> AreaMean:
-        """The single-region (global) area mean on a grid with these latitudes and ``n_lon`` longitudes."""
-        return cls(np.repeat(latitude_weights(latitude)[None, :, None], n_lon, axis=2))
+    def global_mean(cls, latitude: np.ndarray, n_lon: int, geometry: GridGeometry | None = None) -> AreaMean:
+        """The single-region (whole-grid) area mean on a grid with these latitudes and ``n_lon`` longitudes
+        (``geometry`` chooses the area weighting, see :func:`earthcast.scoring.weights.latitude_weights`)."""
+        return cls(np.repeat(latitude_weights(latitude, geometry)[None, :, None], n_lon, axis=2))
 
     def __call__(self, x: np.ndarray, *, skipna: bool = False, finite: bool = False) -> np.ndarray:
         """(…, H, W) → (…, R) float64 area means; ``finite=True`` promises no NaN/inf (skips the checks)."""
         x = np.asarray(x, dtype=np.float64)
         if x.shape[-2:] != (self.height, self.width):
-            raise ValueError(f"expected trailing (H, W) = {(self.height, self.width)}, got {x.shape[-2:]}")
+            raise DataError(f"expected trailing (H, W) = {(self.height, self.width)}, got {x.shape[-2:]}")
         lead = x.shape[:-2]
         rows = x.reshape(-1, self.height * self.width)
         if finite or np.isfinite(rows).all():

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike
 
+from earthcast.errors import DataError
+from earthcast.grids import GridGeometry, grid_geometry
 from earthcast.scoring.weights import latitude_weights
 
 Bounds = tuple[float | None, float | None]
@@ -94,12 +96,12 @@ def resolve_regions(names: list[str] | None, *, have_land_sea_mask: bool) -> lis
     known = SLICE_REGIONS | LAND_REGIONS
     unknown = [n for n in names if n not in known]
     if unknown:
-        raise ValueError(
+        raise DataError(
             f"Unknown region(s) {unknown}. Valid regions: {', '.join(known)} (or 'all' for every one)."
         )
     land = [n for n in names if n in LAND_REGIONS]
     if land and not have_land_sea_mask:
-        raise ValueError(
+        raise DataError(
             f"Region(s) {land} need a 'land_sea_mask' variable (land fraction 0…1 on the truth grid); the "
             "truth store has none. Pass one with land_sea_mask=… or drop the *_land regions."
         )
@@ -111,31 +113,37 @@ def region_weights(
     latitude: ArrayLike,
     longitude: ArrayLike,
     land_sea_mask: ArrayLike | None = None,
+    *,
+    geometry: GridGeometry | None = None,
 ) -> np.ndarray:
     """Per-point area weights of each region.
 
     Args:
         regions: R regions.
         latitude: (H,) ascending degrees north.
-        longitude: (W,) degrees east on 0…360.
+        longitude: (W,) degrees east (a regional box may run below 0 or past 360: compared modulo 360).
         land_sea_mask: (H, W) land fraction, needed by land regions.
+        geometry: the grid's geometry (area weighting, see :func:`earthcast.scoring.weights.latitude_weights`);
+            default: derived from the coordinates.
 
     Returns:
         (R, H, W) float64: latitude weight × region membership (× land fraction); zero outside.
     """
     lat = np.asarray(latitude, dtype=np.float64)
     lon = np.asarray(longitude, dtype=np.float64)
-    w_lat = latitude_weights(lat)
+    w_lat = latitude_weights(lat, geometry or grid_geometry(lat, lon))
     out = np.empty((len(regions), lat.size, lon.size), dtype=np.float64)
     for i, region in enumerate(regions):
-        inside = np.outer(_in_slices(lat, region.lat_slices), _in_slices(lon, region.lon_slices))
+        inside = np.outer(
+            _in_slices(lat, region.lat_slices), _in_slices(np.mod(lon, 360.0), region.lon_slices)
+        )
         weights = w_lat[:, None] * inside
         if region.land:
             if land_sea_mask is None:
-                raise ValueError(f"Region {region.name!r} needs a land_sea_mask (H, W) of land fractions.")
+                raise DataError(f"Region {region.name!r} needs a land_sea_mask (H, W) of land fractions.")
             weights = weights * np.asarray(land_sea_mask, dtype=np.float64)
         if not np.any(weights > 0):
-            raise ValueError(
+            raise DataError(
                 f"Region {region.name!r} holds no grid points of this grid "
                 f"(latitudes {lat.min():g}…{lat.max():g}, longitudes {lon.min():g}…{lon.max():g}); "
                 "drop it from --regions."

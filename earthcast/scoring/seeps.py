@@ -2,8 +2,8 @@
 
 Categories per point, with d the dry threshold (0.25 mm for 24 h, 0.1 mm for 6 h accumulations, in
 metres) and w the climatological wet threshold at the valid time's (dayofyear, hour):
-dry x < d, light d < x < w, heavy x ≥ w. A value exactly equal to d is in no category (WB2 quirk) and
-scores 0. The score is ½ · S[forecast category, truth category] with p1 the dry fraction averaged over
+dry x < d, light d < x < w, heavy x ≥ w, compared in the data's own dtype as WB2 does. A value exactly
+equal to d is in no category (WB2 quirk) and scores 0. The score is ½ · S[forecast category, truth category] with p1 the dry fraction averaged over
 hour × dayofyear::
 
             truth: dry            light          heavy
@@ -31,8 +31,16 @@ MIN_P1 = 0.1
 MAX_P1 = 0.85
 
 
-def _categories(x: np.ndarray, dry: float, wet: np.ndarray) -> np.ndarray:
-    """(3, …) float: dry, light, heavy indicators; NaN where x is NaN."""
+def _categories(x: np.ndarray, dry_m: float, wet: np.ndarray) -> np.ndarray:
+    """(3, …) float: dry, light, heavy indicators; NaN where x is NaN.
+
+    The comparisons run in x's own dtype, as WB2's do (a Python float threshold against a float32 array
+    compares in float32): float32 data exactly at float32(0.25 mm) is then in no category, where a float64
+    comparison would call it light."""
+    x = np.asarray(x)
+    if not np.issubdtype(x.dtype, np.floating):
+        x = x.astype(np.float64)
+    dry = x.dtype.type(dry_m)
     with np.errstate(invalid="ignore"):
         cats = np.stack([x < dry, (x > dry) & (x < wet), x >= wet]).astype(np.float64)
     cats[:, np.isnan(x)] = np.nan
@@ -71,9 +79,9 @@ def seeps_pointwise(
         (…, H, W) float64, NaN where p1 is outside (0.1, 0.85) or an input is NaN.
     """
     dry = dry_threshold_mm / 1000.0
-    wet = np.asarray(wet_threshold, dtype=np.float64)
-    fc = _categories(np.asarray(forecast, dtype=np.float64), dry, wet)
-    tc = _categories(np.asarray(truth, dtype=np.float64), dry, wet)
+    wet = np.asarray(wet_threshold)
+    fc = _categories(forecast, dry, wet)
+    tc = _categories(truth, dry, wet)
     matrix = seeps_scoring_matrix(p1)
     score = np.zeros(np.broadcast_shapes(fc.shape[1:], tc.shape[1:]))
     for i in range(3):

@@ -16,6 +16,8 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
+from earthcast.errors import DataError
+
 EARTH_RADIUS_M = 6_367_500.0
 """WB2's Earth radius (``schema.EARTH_RADIUS_M``), in metres."""
 
@@ -42,7 +44,7 @@ def zonal_energy_spectrum(da: xr.DataArray) -> xr.DataArray:
     lon = np.asarray(da["longitude"], dtype=np.float64)
     steps = np.diff(lon)
     if lon.size < 2 or np.max(np.abs(steps - steps[0])) > 1e-3:
-        raise ValueError(
+        raise DataError(
             "zonal_energy_spectrum needs uniformly spaced longitudes (WB2 equiangular grids); "
             f"got spacings between {steps.min():g}° and {steps.max():g}°. Regrid first."
         )

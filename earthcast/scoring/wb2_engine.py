@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from earthcast.errors import DataError, MissingDependencyError
 from earthcast.scoring.climatology import climatology_forecast, persistence_forecast
 from earthcast.scoring.evaluate import SOURCES, WIND_VECTORS, results_dataset
 from earthcast.scoring.inputs import Aligned, align
@@ -24,7 +25,7 @@ def _import_weatherbench2() -> tuple[Any, Any]:
     try:
         from weatherbench2 import metrics, regions
     except ImportError as err:
-        raise ImportError(
+        raise MissingDependencyError(
             "engine='weatherbench2' needs the weatherbench2 package, which is not on PyPI. Install it from "
             "source (pip install git+https://github.com/google-research/weatherbench2) or use "
             "engine='earthcast', which implements the same definitions."
@@ -102,7 +103,7 @@ def score_with_weatherbench2(
     """Like :func:`earthcast.scoring.evaluate.score`, with ``weatherbench2.metrics`` doing the arithmetic."""
     wm, wr = _import_weatherbench2()
     if source not in SOURCES:
-        raise ValueError(f"Unknown source {source!r}; choose one of {SOURCES}.")
+        raise DataError(f"Unknown source {source!r}; choose one of {SOURCES}.")
     a = align(
         forecast, truth, climatology, variables=variables, levels=levels,
         ensemble_dim=ensemble_dim, land_sea_mask=land_sea_mask,

@@ -7,13 +7,14 @@ import torch
 
 from earthcast.datasets.channels import ChannelManifest
 from earthcast.datasets.statistics import NormStats
+from earthcast.errors import CheckpointError, EarthcastError
 
 
-class IncompatibleCheckpointError(ValueError):
+class IncompatibleCheckpointError(CheckpointError):
     """A checkpoint was made for other channels, another grid or other normalisation statistics."""
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(EarthcastError, RuntimeError):
     """The training loss became NaN or Inf; the message names the step, the batch and the channel."""
 
 

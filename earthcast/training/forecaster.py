@@ -18,6 +18,8 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from earthcast.errors import ConfigError
+
 
 def valid_times(init: torch.Tensor, steps: int, step_ns: int) -> torch.Tensor:
     """(B, K) int64 ns valid times of leads 1…K from the init time (B,) (the last input step)."""
@@ -56,7 +58,7 @@ def rollout(
     """
     n_input = state.shape[1]
     if forcings is not None and forcings.shape[1] < n_input + steps:
-        raise ValueError(
+        raise ConfigError(
             f"a {steps}-step rollout from {n_input} input steps needs {n_input + steps} forcing steps, "
             f"got {forcings.shape[1]}; load windows with n_target >= {steps}"
         )

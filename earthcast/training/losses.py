@@ -1,7 +1,8 @@
 """Area-weighted, masked training loss and WB2-style RMSE accumulation.
 
-Latitude weights are WeatherBench2's cell-area weights (:func:`earthcast.scoring.weights.latitude_weights`,
-mean 1 over rows). Masked points (mask 0, e.g. land in an ocean store) contribute nothing and are left out
+Latitude weights are the cell-area weights that ``earthcast score`` uses too
+(:func:`earthcast.scoring.weights.latitude_weights`, mean 1 over rows): WeatherBench2's on global grids, the
+grid's own cells on a regional one, uniform on a β-plane. Masked points (mask 0, e.g. land in an ocean store) contribute nothing and are left out
 of the normalisation.
 """
 
@@ -12,12 +13,13 @@ from collections.abc import Mapping
 import torch
 
 from earthcast.datasets.channels import ChannelManifest
+from earthcast.errors import ConfigError
 from earthcast.scoring.weights import latitude_weights
 
 
 def area_weights(manifest: ChannelManifest) -> torch.Tensor:
-    """(H,) float32 WB2 cell-area weights of the manifest's latitudes (mean 1)."""
-    return torch.from_numpy(latitude_weights(manifest.latitude)).float()
+    """(H,) float32 area weights of the manifest's latitudes for its grid geometry (mean 1)."""
+    return torch.from_numpy(latitude_weights(manifest.latitude, manifest.grid_geometry)).float()
 
 
 def channel_weights(manifest: ChannelManifest, variable_weights: Mapping[str, float] | None) -> torch.Tensor:
@@ -28,13 +30,13 @@ def channel_weights(manifest: ChannelManifest, variable_weights: Mapping[str, fl
     variables = {c.variable for c in manifest.state}
     unknown = sorted(k for k in weights if k not in names and k not in variables)
     if unknown:
-        raise ValueError(
+        raise ConfigError(
             f"variable_weights has keys {unknown} that match no state channel; use channel names {names} "
             f"or variables {sorted(variables)}"
         )
     values = [float(weights.get(c.name, weights.get(c.variable, 1.0))) for c in manifest.state]
     if any(v < 0 for v in values):
-        raise ValueError(f"variable_weights must be >= 0, got {weights}")
+        raise ConfigError(f"variable_weights must be >= 0, got {weights}")
     return torch.tensor(values, dtype=torch.float32)
 
 

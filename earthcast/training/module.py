@@ -15,11 +15,14 @@ from collections.abc import Mapping
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from earthcast.datasets.channels import ChannelManifest
 from earthcast.datasets.statistics import NormStats
+from earthcast.datasets.time_axis import advance_times
+from earthcast.errors import ConfigError
 from earthcast.models.backbone import param_groups
 from earthcast.models.registry import build_model
 from earthcast.training.checks import (
@@ -38,7 +41,7 @@ __all__ = ["ForecastModule", "IncompatibleCheckpointError", "NonFiniteLossError"
 
 def _manifest(value: Mapping | ChannelManifest | None) -> ChannelManifest:
     if value is None:
-        raise ValueError(
+        raise ConfigError(
             "ForecastModule needs the data's channel manifest: pass manifest=datamodule.manifest.to_dict() "
             'or link it in the CLI (link_arguments("data.manifest", "model.manifest", apply_on="instantiate"))'
         )
@@ -47,14 +50,14 @@ def _manifest(value: Mapping | ChannelManifest | None) -> ChannelManifest:
 
 def _stats(value: Mapping | NormStats | None) -> NormStats:
     if value is None:
-        raise ValueError(
+        raise ConfigError(
             "ForecastModule needs normalisation statistics: pass stats=datamodule.stats.to_dict() or link "
             'them in the CLI (link_arguments("data.stats", "model.stats", apply_on="instantiate"))'
         )
     stats = value if isinstance(value, NormStats) else NormStats.from_dict(dict(value))
     bad = [name for name, values in stats.to_dict().items() if not all(math.isfinite(v) for v in values)]
     if bad:
-        raise ValueError(
+        raise ConfigError(
             f"normalisation statistics {bad} contain NaN/Inf: the training split is probably empty or all "
             "masked; widen data.train or check the store"
         )
@@ -83,8 +86,8 @@ class ForecastModule(L.LightningModule):
         val_steps: leads validated (default: every target lead of the validation batch).
 
     Logged: ``train/loss``, ``train/rollout_steps``, ``val/loss`` and ``val/rmse/<channel>/<lead>h`` (WB2
-    area-weighted RMSE in physical units over the validation set, masked points excluded); ``test/...``
-    likewise.
+    area-weighted RMSE in physical units over the validation set, masked points excluded; the lead is
+    ``<months>mo`` for a calendar step); ``test/...`` likewise.
     """
 
     def __init__(
@@ -115,7 +118,7 @@ class ForecastModule(L.LightningModule):
         model_settings = dict(model_settings or {})
         self.save_hyperparameters()
         self.schedule = normalize_schedule(rollout_schedule)
-        self.normalizer = Normalizer(self.stats)
+        self.normalizer = Normalizer(self.stats, boundary=self.manifest.boundary_width > 0)
         one_step = build_model(model, self.manifest, self.stats, n_input=n_input, size=size, **model_settings)
         self.forecaster = Forecaster(one_step, checkpoint_steps=checkpoint_steps, offload=offload_activations)
         self.register_buffer("lat_weights", area_weights(self.manifest), persistent=False)
@@ -131,7 +134,7 @@ class ForecastModule(L.LightningModule):
         # optimiser, max_steps and LR schedule behave exactly as for trained models
         self.trainable = any(p.requires_grad for p in one_step.parameters())
         self.placeholder = None if self.trainable else torch.nn.Parameter(torch.zeros(()))
-        self.step_ns = round(self.manifest.time_step_hours * 3600e9)
+        self.step_ns = round(self.manifest.time_step_hours * 3600e9)  # a calendar step's mean length
         self._val_sums: dict[str, torch.Tensor] = {}
 
     @property
@@ -149,21 +152,33 @@ class ForecastModule(L.LightningModule):
         self, batch: dict[str, torch.Tensor], dataloader_idx: int
     ) -> dict[str, torch.Tensor]:
         """Normalise on the device; keep the physical targets as ``targets_phys``. Masked points (land in
-        ocean stores, filled with 0 by the data layer) are set to 0 in normalised units, the channel mean."""
+        ocean stores, filled with 0 by the data layer) are set to 0 in normalised units, the channel mean.
+        Boundary forcings of a limited-area model are normalised like the state
+        (:meth:`~earthcast.training.normalizer.Normalizer.normalize_forcings`)."""
         out = dict(batch)
         valid = batch["mask"].float()[:, None, None]  # (B, 1, 1, H, W)
         out["inputs"] = self.normalizer.normalize_state(batch["inputs"].float()) * valid
         out["targets"] = self.normalizer.normalize_state(batch["targets"].float()) * valid
         out["targets_phys"] = batch["targets"]
         out["static"] = self.normalizer.normalize_static(batch["static"].float())
+        out["forcings"] = self.normalizer.normalize_forcings(batch["forcings"], valid)
         return out
 
     def unroll(self, batch: dict[str, torch.Tensor], steps: int, model: torch.nn.Module | None = None):
         """Predictions (B, K, C, H, W) normalised, and the aux loss, for ``steps`` leads."""
-        times = valid_times(batch["time"], steps, self.step_ns)
+        times = self.valid_times(batch["time"], steps)
         if model is None:
             return self.forecaster(batch["inputs"], batch["static"], batch["forcings"], times, steps)
         return rollout(model, batch["inputs"], batch["static"], batch["forcings"], times, steps)
+
+    def valid_times(self, init: torch.Tensor, steps: int) -> torch.Tensor:
+        """(B, K) int64 ns valid times of leads 1…K after the init times (B,) int64 ns, calendar-aware."""
+        step = self.manifest.model_step
+        if not step.is_calendar:  # a fixed step: stay on the device
+            return valid_times(init, steps, self.step_ns)
+        inits = init.cpu().numpy().astype("datetime64[ns]")[:, None]
+        times = advance_times(inits, np.arange(1, steps + 1), step).astype(np.int64)
+        return torch.from_numpy(times).to(init.device)
 
     def loss(self, preds: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Area-weighted masked MSE of normalised predictions (B, K, ...) against the first K targets."""
@@ -202,7 +217,7 @@ class ForecastModule(L.LightningModule):
         optimizer = torch.optim.AdamW(groups, lr=hp.lr, betas=tuple(hp.betas), weight_decay=0.0)
         total = hp.total_steps or int(self.trainer.estimated_stepping_batches)
         if total <= 0 or total == float("inf"):
-            raise ValueError("cannot infer the schedule length; set total_steps= or trainer.max_steps")
+            raise ConfigError("cannot infer the schedule length; set total_steps= or trainer.max_steps")
         sched = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda s: warmup_cosine(s, hp.warmup_steps, total, hp.min_lr_ratio)
         )
@@ -231,11 +246,12 @@ class ForecastModule(L.LightningModule):
             return
         acc = self.trainer.strategy.reduce(acc, reduce_op="sum") if self.trainer.world_size > 1 else acc
         rmse = (acc[:-1] / acc[-1, 0].clamp_min(1)).sqrt()
-        names = self.manifest.names("state")
+        names, step = self.manifest.names("state"), self.manifest.model_step
         for k in range(rmse.shape[0]):
             hours = (k + 1) * self.manifest.time_step_hours
+            lead = f"{(k + 1) * step.months}mo" if step.is_calendar else f"{hours:g}h"
             for c, name in enumerate(names):
-                self.log(f"{prefix}/rmse/{name}/{hours:g}h", rmse[k, c].float(), rank_zero_only=True)
+                self.log(f"{prefix}/rmse/{name}/{lead}", rmse[k, c].float(), rank_zero_only=True)
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         return self._eval_step(batch, "val")

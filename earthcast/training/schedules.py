@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
+from earthcast.errors import ConfigError
+
 
 def normalize_schedule(schedule: Mapping[int | str, int] | None) -> dict[int, int]:
     """``{epoch: K}`` with integer keys (YAML may give strings), validated; None means ``{0: 1}``."""
@@ -15,7 +17,7 @@ def normalize_schedule(schedule: Mapping[int | str, int] | None) -> dict[int, in
         out = {0: 1} | out
     bad = {e: k for e, k in out.items() if k < 1 or e < 0}
     if bad:
-        raise ValueError(
+        raise ConfigError(
             f"rollout_schedule needs epochs >= 0 and steps >= 1, got {bad}; e.g. {{0: 1, 2: 2, 4: 4}}"
         )
     return dict(sorted(out.items()))

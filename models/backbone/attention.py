@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from earthcast.errors import ConfigError
+
 
 def rope_2d_angles(
     grid: tuple[int, int], head_dim: int, theta: float = 10000.0, device: torch.device | None = None
@@ -16,7 +18,7 @@ def rope_2d_angles(
     each half is split into ``head_dim // 4`` rotation pairs with frequencies ``theta ** (-k / (head_dim // 4))``.
     """
     if head_dim % 4:
-        raise ValueError(
+        raise ConfigError(
             f"2-D RoPE needs head_dim divisible by 4 (two rotated halves of pairs), got {head_dim}"
         )
     quarter = head_dim // 4
@@ -70,17 +72,17 @@ class GQAttention2d(nn.Module):
         super().__init__()
         kv_heads = heads if kv_heads is None else kv_heads
         if heads < 1 or width % heads:
-            raise ValueError(
+            raise ConfigError(
                 f"width={width} is not divisible by heads={heads}; choose heads dividing the width "
                 f"(e.g. {[h for h in (1, 2, 4, 8, 16) if width % h == 0]})"
             )
         if kv_heads < 1 or heads % kv_heads:
-            raise ValueError(
+            raise ConfigError(
                 f"heads={heads} is not divisible by kv_heads={kv_heads}; choose kv_heads dividing heads"
             )
         self.heads, self.kv_heads, self.head_dim = heads, kv_heads, width // heads
         if rope and self.head_dim % 4:
-            raise ValueError(
+            raise ConfigError(
                 f"2-D RoPE needs the head size width/heads = {self.head_dim} divisible by 4; change width/heads "
                 f"or use pos_embed='learned'"
             )
@@ -101,7 +103,7 @@ class GQAttention2d(nn.Module):
         """x: (B, L, D) tokens in raster order of an (H, W) = ``grid`` layout. Returns (B, L, D)."""
         b, length, _ = x.shape
         if grid[0] * grid[1] != length:
-            raise ValueError(
+            raise ConfigError(
                 f"grid {grid[0]}x{grid[1]} has {grid[0] * grid[1]} cells but the input has {length} tokens"
             )
         q = self.q_proj(x).view(b, length, self.heads, self.head_dim).transpose(1, 2)

@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from earthcast.errors import ConfigError
+
 from .blocks import BackboneConfig, build_blocks
 from .ffn import MoEFFN
 from .mamba2d import Mamba2Mixer2d, mark_no_weight_decay
@@ -47,7 +49,7 @@ class TokenBackbone(nn.Module):
         self.pos_embed: nn.Parameter | None = None
         if cfg.pos_embed == "learned":
             if cfg.max_grid is None:
-                raise ValueError(
+                raise ConfigError(
                     "pos_embed='learned' needs max_grid=(H, W), the largest token grid it will see"
                 )
             table = torch.randn(*cfg.max_grid, cfg.width) * 0.02
@@ -57,14 +59,14 @@ class TokenBackbone(nn.Module):
     def forward(self, x: torch.Tensor, grid: tuple[int, int] | None = None) -> torch.Tensor:
         """x: (B, L, D); grid: (H, W) with H*W = L, or None for (1, L). Returns (B, L, D)."""
         if x.dim() != 3 or x.shape[-1] != self.config.width:
-            raise ValueError(f"expected tokens (B, L, {self.config.width}), got {tuple(x.shape)}")
+            raise ConfigError(f"expected tokens (B, L, {self.config.width}), got {tuple(x.shape)}")
         grid = (1, x.shape[1]) if grid is None else (int(grid[0]), int(grid[1]))
         if grid[0] * grid[1] != x.shape[1]:
-            raise ValueError(f"grid {grid} has {grid[0] * grid[1]} cells but there are {x.shape[1]} tokens")
+            raise ConfigError(f"grid {grid} has {grid[0] * grid[1]} cells but there are {x.shape[1]} tokens")
         if self.pos_embed is not None:
             max_h, max_w = self.pos_embed.shape[:2]
             if grid[0] > max_h or grid[1] > max_w:
-                raise ValueError(
+                raise ConfigError(
                     f"token grid {grid} exceeds max_grid {(max_h, max_w)} of the learned position table"
                 )
             x = x + self.pos_embed[: grid[0], : grid[1]].reshape(1, -1, x.shape[-1]).to(x.dtype)
@@ -115,9 +117,9 @@ class Backbone(nn.Module):
     ) -> None:
         super().__init__()
         if patch_size < 1:
-            raise ValueError(f"patch_size must be >= 1, got {patch_size}")
+            raise ConfigError(f"patch_size must be >= 1, got {patch_size}")
         if pad_mode not in PAD_MODES:
-            raise ValueError(f"unknown pad_mode {pad_mode!r}; choose one of {', '.join(PAD_MODES)}")
+            raise ConfigError(f"unknown pad_mode {pad_mode!r}; choose one of {', '.join(PAD_MODES)}")
         self.tokens = TokenBackbone(config, **settings)
         width = self.tokens.config.width
         self.in_channels = in_channels
@@ -136,7 +138,7 @@ class Backbone(nn.Module):
         if not pad_h and not pad_w:
             return x
         if self.pad_mode == "error":
-            raise ValueError(
+            raise ConfigError(
                 f"field size {tuple(x.shape[-2:])} is not divisible by patch_size={p}; pad it to a multiple of "
                 f"{p} (e.g. periodic in longitude) or construct the Backbone with pad_mode='replicate'"
             )
@@ -145,7 +147,7 @@ class Backbone(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, C_in, H, W) -> (B, C_out, H, W)."""
         if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"expected a field (B, {self.in_channels}, H, W), got {tuple(x.shape)}")
+            raise ConfigError(f"expected a field (B, {self.in_channels}, H, W), got {tuple(x.shape)}")
         height, width = x.shape[-2:]
         tokens = self.patch_embed(self._pad(x))  # (B, D, h, w)
         b, _, h, w = tokens.shape

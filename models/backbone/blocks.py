@@ -20,6 +20,8 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from earthcast.errors import ConfigError
+
 from .attention import GQAttention2d
 from .ffn import MoEConfig, MoEFFN, SwiGLU
 from .mamba2d import Mamba2Mixer2d
@@ -93,15 +95,15 @@ def parse_pattern(pattern: str, repeats: int = 1) -> list[str]:
 
     Raises ValueError naming any unknown letter and the valid ones."""
     if repeats < 1:
-        raise ValueError(f"repeats must be >= 1, got {repeats}")
+        raise ConfigError(f"repeats must be >= 1, got {repeats}")
     blocks = pattern.upper().split()
     if not blocks:
-        raise ValueError(f"pattern {pattern!r} has no blocks; use letters such as 'AMF MF'")
+        raise ConfigError(f"pattern {pattern!r} has no blocks; use letters such as 'AMF MF'")
     valid = ", ".join(f"{k} ({v})" for k, v in LAYER_LETTERS.items())
     for block in blocks:
         for letter in block:
             if letter not in LAYER_LETTERS:
-                raise ValueError(
+                raise ConfigError(
                     f"unknown layer letter {letter!r} in pattern {pattern!r}; valid letters: {valid}; "
                     f"separate blocks with spaces"
                 )
@@ -171,19 +173,19 @@ class Block(nn.Module):
 def build_blocks(cfg: BackboneConfig) -> nn.ModuleList:
     """All blocks of ``cfg.pattern`` x ``cfg.repeats`` with validated options."""
     if cfg.width < 1:
-        raise ValueError(f"width must be positive, got {cfg.width}")
+        raise ConfigError(f"width must be positive, got {cfg.width}")
     if cfg.pos_embed not in POS_EMBEDS:
-        raise ValueError(f"unknown pos_embed {cfg.pos_embed!r}; choose one of {', '.join(POS_EMBEDS)}")
+        raise ConfigError(f"unknown pos_embed {cfg.pos_embed!r}; choose one of {', '.join(POS_EMBEDS)}")
     words = parse_pattern(cfg.pattern, cfg.repeats)
     letters = "".join(words)
     if cfg.moe is not None and "E" not in letters:
-        raise ValueError(
+        raise ConfigError(
             f"moe settings were given but pattern {cfg.pattern!r} has no 'E' (MoE FFN) layer; use E for MoE"
         )
     n_trans = letters.count("T")
     modes = [cfg.trans_mode] * n_trans if isinstance(cfg.trans_mode, str) else list(cfg.trans_mode)
     if len(modes) != n_trans:
-        raise ValueError(
+        raise ConfigError(
             f"trans_mode lists {len(modes)} modes but the pattern has {n_trans} T layers; give one per T"
         )
     mode_iter = iter(modes)

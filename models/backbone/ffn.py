@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from earthcast.errors import ConfigError
+
 
 def default_ffn_hidden(width: int, multiple_of: int = 8) -> int:
     """SwiGLU hidden size with the parameter count of a 4x GELU MLP: 8/3 * width, rounded up to ``multiple_of``."""
@@ -23,7 +25,7 @@ class SwiGLU(nn.Module):
         super().__init__()
         self.hidden = default_ffn_hidden(width) if hidden is None else hidden
         if self.hidden < 1:
-            raise ValueError(f"FFN hidden size must be positive, got {self.hidden}")
+            raise ConfigError(f"FFN hidden size must be positive, got {self.hidden}")
         self.w_in = nn.Linear(width, 2 * self.hidden, bias=False)
         self.w_out = nn.Linear(self.hidden, width, bias=False)
 
@@ -87,17 +89,17 @@ class MoEFFN(nn.Module):
         super().__init__()
         cfg = MoEConfig() if config is None else config
         if cfg.num_experts < 1 or not 1 <= cfg.top_k <= cfg.num_experts:
-            raise ValueError(
+            raise ConfigError(
                 f"need 1 <= top_k <= num_experts, got top_k={cfg.top_k}, num_experts={cfg.num_experts}"
             )
         if cfg.capacity_factor is not None and cfg.capacity_factor <= 0:
-            raise ValueError(f"capacity_factor must be positive or None, got {cfg.capacity_factor}")
+            raise ConfigError(f"capacity_factor must be positive or None, got {cfg.capacity_factor}")
         hidden = cfg.expert_hidden
         if hidden is None:
             hidden = max(8, default_ffn_hidden(width) // cfg.top_k)
         widths = [hidden] * cfg.num_experts if isinstance(hidden, int) else list(hidden)
         if len(widths) != cfg.num_experts:
-            raise ValueError(
+            raise ConfigError(
                 f"expert_hidden lists {len(widths)} widths but num_experts={cfg.num_experts}; give one per expert"
             )
         self.config = cfg

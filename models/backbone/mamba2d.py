@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from earthcast.errors import ConfigError
 from earthcast.kernels import gated_rms_norm, last_backend, ssd_scan
 from earthcast.kernels.validate import check_triton_ssd_supported
 
@@ -81,22 +82,22 @@ class Mamba2Mixer2d(nn.Module):
         super().__init__()
         d_inner = expand * width
         if d_inner % headdim:
-            raise ValueError(
+            raise ConfigError(
                 f"inner width expand*width = {expand}*{width} = {d_inner} is not divisible by headdim={headdim}; "
                 f"choose headdim dividing {d_inner} or change width/expand"
             )
         nheads = d_inner // headdim
         if nheads % ngroups:
-            raise ValueError(
+            raise ConfigError(
                 f"number of SSM heads ({nheads} = {d_inner}/{headdim}) is not divisible by ngroups={ngroups}; "
                 f"choose ngroups dividing {nheads}"
             )
         if scan not in SCAN_ORDERS:
-            raise ValueError(f"unknown scan order {scan!r}; choose one of {', '.join(SCAN_ORDERS)}")
+            raise ConfigError(f"unknown scan order {scan!r}; choose one of {', '.join(SCAN_ORDERS)}")
         if merge not in MERGE_MODES:
-            raise ValueError(f"unknown merge {merge!r}; choose one of {', '.join(MERGE_MODES)}")
+            raise ConfigError(f"unknown merge {merge!r}; choose one of {', '.join(MERGE_MODES)}")
         if conv_kernel < 1 or conv_kernel % 2 == 0:
-            raise ValueError(
+            raise ConfigError(
                 f"conv_kernel must be a positive odd number (same-size padding), got {conv_kernel}"
             )
         if backend == "triton":  # fail at construction, not at the first forward
@@ -127,9 +128,9 @@ class Mamba2Mixer2d(nn.Module):
         softplus in ``dt_bias``; D = 1."""
         lo, hi = A_init_range
         if not 0 < lo <= hi:
-            raise ValueError(f"A_init_range must satisfy 0 < lo <= hi, got {A_init_range}")
+            raise ConfigError(f"A_init_range must satisfy 0 < lo <= hi, got {A_init_range}")
         if not 0 < dt_min <= dt_max:
-            raise ValueError(f"need 0 < dt_min <= dt_max, got dt_min={dt_min}, dt_max={dt_max}")
+            raise ConfigError(f"need 0 < dt_min <= dt_max, got dt_min={dt_min}, dt_max={dt_max}")
         self.A_log.copy_(torch.empty(self.nheads).uniform_(lo, hi).log())
         u = torch.rand(self.nheads)
         dt = torch.exp(u * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)).clamp(min=dt_init_floor)
@@ -149,7 +150,7 @@ class Mamba2Mixer2d(nn.Module):
         b, length, _ = x.shape
         height, width = grid
         if height * width != length:
-            raise ValueError(
+            raise ConfigError(
                 f"grid {height}x{width} has {height * width} cells but the input has {length} tokens"
             )
         z, xbc, dt = self.in_proj(x).split(

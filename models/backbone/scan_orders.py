@@ -20,6 +20,8 @@ from functools import lru_cache
 
 import torch
 
+from earthcast.errors import ConfigError
+
 SCAN_ORDERS: tuple[str, ...] = ("bidirectional", "cross", "hilbert")
 
 
@@ -67,7 +69,7 @@ def _hilbert_cells(x: int, y: int, ax: int, ay: int, bx: int, by: int) -> Iterat
 def hilbert_order(height: int, width: int) -> torch.Tensor:
     """Raster indices ``i * width + j`` of the grid cells in generalised-Hilbert order. Shape (H*W,), int64."""
     if height < 1 or width < 1:
-        raise ValueError(f"grid must be at least 1x1, got {height}x{width}")
+        raise ConfigError(f"grid must be at least 1x1, got {height}x{width}")
     # Cells are generated as (column j, row i) pairs: x runs along the width.
     if width >= height:
         cells = _hilbert_cells(0, 0, width, 0, 0, height)
@@ -89,7 +91,7 @@ def _permutations_cpu(scan: str, height: int, width: int) -> torch.Tensor:
         curve = hilbert_order(height, width)
         orders = [curve, curve.flip(0)]
     else:
-        raise ValueError(f"unknown scan order {scan!r}; choose one of {', '.join(SCAN_ORDERS)}")
+        raise ConfigError(f"unknown scan order {scan!r}; choose one of {', '.join(SCAN_ORDERS)}")
     return torch.stack(orders)
 
 

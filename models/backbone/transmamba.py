@@ -23,6 +23,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from earthcast.errors import ConfigError
+
 from .mamba2d import Mamba2Mixer2d
 from .scan_orders import scan_inverse_permutations, scan_permutations
 
@@ -39,14 +41,16 @@ class TransMambaMixer2d(Mamba2Mixer2d):
     def __init__(self, width: int, *, mode: str = "ssd", split: float = 0.5, **mamba_kwargs: object) -> None:
         super().__init__(width, **mamba_kwargs)  # type: ignore[arg-type]
         if not 0.0 < split < 1.0:
-            raise ValueError(f"split must be a prefix fraction in (0, 1), got {split}")
+            raise ConfigError(f"split must be a prefix fraction in (0, 1), got {split}")
         self.mode = mode
         self.split = split
         self._check_mode()
 
     def _check_mode(self) -> None:
         if self.mode not in TRANS_MODES:
-            raise ValueError(f"unknown TransMamba mode {self.mode!r}; choose one of {', '.join(TRANS_MODES)}")
+            raise ConfigError(
+                f"unknown TransMamba mode {self.mode!r}; choose one of {', '.join(TRANS_MODES)}"
+            )
 
     def attend(self, xs: torch.Tensor, B: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
         """Non-causal attention with Q = C, K = B, V = xs. xs: (B, L, h, p); B, C: (B, L, g, n) -> (B, L, h, p)."""
@@ -63,7 +67,7 @@ class TransMambaMixer2d(Mamba2Mixer2d):
         :meth:`scan_directions`; returns (B, L, h, p) in raster order, without the D skip."""
         b, length = xs.shape[:2]
         if length < 2:
-            raise ValueError(f"split mode needs at least 2 tokens, got {length}; use mode='attn' or 'ssd'")
+            raise ConfigError(f"split mode needs at least 2 tokens, got {length}; use mode='attn' or 'ssd'")
         order = scan_permutations(self.scan, grid, xs.device)[:1]  # (1, L)
         xs, dt, B, C = (t[:, order[0]] for t in (xs, dt, B, C))
         prefix = min(max(round(self.split * length), 1), length - 1)
