@@ -57,7 +57,8 @@ def score_rows(forecast: xr.Dataset, truth: xr.Dataset) -> dict:
     for name in VARIABLES:
         fc = forecast[name]
         tr = truth[name]
-        if "level" in fc.dims:  # the lower layer (the upper one's velocity is ugos); the raw store says "depth"
+        # the lower layer (the upper one's velocity is ugos); the raw truth store says "depth"
+        if "level" in fc.dims:
             fc, tr = fc.isel(level=-1), tr.isel({"level" if "level" in tr.dims else "depth": -1})
         init_truth = tr.sel(time=inits).transpose("time", "latitude", "longitude").values.astype(np.float64)
         out[name] = {}

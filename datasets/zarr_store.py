@@ -70,8 +70,12 @@ def write_wb2_store(
 
 
 def append_wb2_store(ds: xr.Dataset, path: str | os.PathLike, *, dim: str = "time") -> None:
-    """Append ``ds`` along ``dim`` to a store made by :func:`write_wb2_store` (same variables and chunks)."""
+    """Append ``ds`` along ``dim`` to a store made by :func:`write_wb2_store` (same variables and chunks).
+
+    The store's global attributes are kept (xarray would replace them with ``ds.attrs``); ``ds.attrs`` adds to
+    or updates them."""
     ds = _float32_with_units(ds).drop_encoding()
+    ds.attrs = {**xr.open_zarr(str(path), zarr_format=ZARR_FORMAT).attrs, **ds.attrs}
     ds.to_zarr(str(path), mode="a", append_dim=dim, zarr_format=ZARR_FORMAT, consolidated=True)
 
 

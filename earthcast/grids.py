@@ -75,6 +75,14 @@ def wb2_grid(name: str) -> Grid:
         raise ConfigError(f"Unknown WB2 grid {name!r}. Known grids: {known}.") from None
 
 
+def wb2_grid_name(latitude: np.ndarray, longitude: np.ndarray) -> str | None:
+    """The WB2 name of a grid (e.g. ``64x32_equiangular_conservative``) within 1e-3°, or None if it is none."""
+    for name, grid in WB2_GRIDS.items():
+        if grid_mismatch(latitude, longitude, grid.latitude, grid.longitude) is None:
+            return name
+    return None
+
+
 def grid_mismatch(
     lat_a: np.ndarray,
     lon_a: np.ndarray,

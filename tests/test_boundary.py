@@ -205,14 +205,15 @@ def test_training_with_the_boundary_saves_it_in_the_checkpoint(trained, stores: 
 
 
 class Recorder(nn.Module):
-    """Runs the trained net and keeps the forcings it was given at each step."""
+    """Runs the trained net and keeps the states and forcings it was given at each step."""
 
     def __init__(self, net: nn.Module) -> None:
         super().__init__()
-        self.net, self.seen = net, []
+        self.net, self.seen, self.states = net, [], []
 
     def forward(self, state, static, forcings, time):
         self.seen.append(forcings.clone())
+        self.states.append(state.clone())
         return self.net(state, static, forcings, time)
 
 
@@ -243,6 +244,8 @@ def test_rollout_feeds_the_truth_boundary_at_every_step(trained, stores: dict[bo
         np.testing.assert_allclose(
             steps[k].fields[:, 0, :, 0, 5].numpy(), truth[frames[:, -1], :, 0, 5], rtol=1e-5
         )
+        # land (NaN in the store) enters the net as 0 in normalised units, as in training, at every step
+        assert (recorder.states[k][..., LAND[0], LAND[1]] == 0).all()
 
 
 def test_rollout_past_the_truth_names_the_first_missing_time(trained, stores, tmp_path: Path) -> None:

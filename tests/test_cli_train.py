@@ -132,7 +132,7 @@ def test_checkpoint_is_self_describing_and_loads_weights_only(runs: dict[str, Pa
         np.testing.assert_allclose(meta["stats"][field], values, rtol=1e-12)
     assert meta["model"]["settings"] == MICRO
     assert meta["version"] == earthcast.__version__
-    assert meta["grid"] == {"name": None, "shape": [16, 32]}
+    assert meta["grid"] == {"name": None, "shape": [16, 32], "geometry": "global"}
     assert meta["config"]["data"]["store"] == str(stores["truth"])
     assert meta["config"]["model"]["size"] == "tiny"
     assert meta["config"]["trainer"]["max_epochs"] == 2

@@ -14,7 +14,7 @@ from earthcast.cli import main as cli_main
 from earthcast.datasets.datamodule import WB2DataModule
 from earthcast.datasets.sim.demo import demo_store_path
 from earthcast.datasets.store import open_store
-from earthcast.datasets.zarr_store import write_wb2_store
+from earthcast.datasets.zarr_store import append_wb2_store, write_wb2_store
 from earthcast.errors import StoreNotFoundError
 from earthcast.scoring.evaluate import score
 from earthcast.scoring.weights import regional_cell_bounds
@@ -80,6 +80,12 @@ def test_data_info_names_the_geometry(tmp_path: Path, capsys: pytest.CaptureFixt
     assert "geometry  global_poles" in out and "regional/other" not in out
     assert cli_main(["data", "info", str(tmp_path / "qg.zarr")]) == 0
     assert "geometry  periodic" in capsys.readouterr().out
+    gaussian = np.array(
+        [-60.0, -20.5, 20.5, 60.0]
+    )  # irregular latitudes: described, and named as unsupported
+    _store(tmp_path / "gauss.zarr", gaussian, np.arange(8) * 45.0)
+    assert cli_main(["data", "info", str(tmp_path / "gauss.zarr")]) == 0
+    assert "geometry  unsupported: latitude spacing is irregular" in capsys.readouterr().out
 
 
 def test_demo_alias_resolves_in_the_python_api(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -133,5 +139,59 @@ def test_regional_scores_use_the_box_cell_areas(tmp_path: Path) -> None:
     area = np.sin(bounds[1:]) - np.sin(bounds[:-1])
     fc32 = fc.astype(np.float32).astype(np.float64) - valid.values.reshape(fc.shape).astype(np.float64)
     mse = ((fc32**2).mean(-1) * area).sum(-1) / area.sum()  # (init, lead)
+    got = result["2m_temperature"].sel(metric="rmse", region="global").values
+    np.testing.assert_allclose(got, np.sqrt(mse.mean(0)), rtol=1e-6)
+
+
+def test_appending_blocks_keeps_the_store_attributes(tmp_path: Path) -> None:
+    """Demo stores are written block by block: the first block's attributes (generator, grid_geometry)
+    must survive the appends, or a β-plane store would silently become a regional one."""
+    ds = _store(
+        tmp_path / "s.zarr", np.array([30.0, 30.25]), np.array([300.0, 300.25]), {"grid_geometry": "periodic"}
+    )
+    later = ds.assign_coords(time=ds["time"] + np.timedelta64(3, "D"))
+    later.attrs = {}
+    append_wb2_store(later, tmp_path / "s.zarr")
+    reopened = open_store(tmp_path / "s.zarr")
+    assert reopened.sizes["time"] == 2 * TIMES.size and reopened.attrs["grid_geometry"] == "periodic"
+
+
+def test_skipna_scores_an_ocean_product_with_land(tmp_path: Path) -> None:
+    """Land is NaN in ocean products (and in masked rollouts): WB2's default lets it spoil the mean; with
+    skipna the area mean runs over the ocean points only, weighted by their cells."""
+    lat, lon = np.arange(50.125, 52, 0.25), np.arange(0.125, 2, 0.25)
+    truth = _store(tmp_path / "truth.zarr", lat, lon)
+    land = np.zeros((lat.size, lon.size), bool)
+    land[:2, :3] = True
+    values = truth["2m_temperature"].values.astype(np.float64)
+    values[:, land] = np.nan
+    truth["2m_temperature"].values[:] = values.astype(np.float32)
+    write_wb2_store(truth, tmp_path / "ocean.zarr", chunks={"time": 4})
+    err = np.random.default_rng(2).normal(size=(2, 1, lat.size, lon.size))
+    inits = TIMES[:2]
+    fc = values[:2, None] + err
+    forecast = xr.Dataset(
+        {
+            "2m_temperature": (
+                ("time", "prediction_timedelta", "latitude", "longitude"),
+                fc.astype(np.float32),
+            )
+        },
+        coords={
+            "time": inits,
+            "prediction_timedelta": pd.to_timedelta([0], "h"),
+            "latitude": lat,
+            "longitude": lon,
+        },
+    )
+    ocean = open_store(tmp_path / "ocean.zarr")
+    wb2_default = score(forecast, ocean)
+    assert np.isnan(wb2_default["2m_temperature"].sel(metric="rmse", region="global")).all()
+    result = score(forecast, ocean, skipna=True)
+    assert result.attrs["skipna"] == 1
+    bounds = np.deg2rad(regional_cell_bounds(lat))
+    w = np.broadcast_to((np.sin(bounds[1:]) - np.sin(bounds[:-1]))[:, None], land.shape) * ~land
+    sq = (fc.astype(np.float32).astype(np.float64) - values[:2, None]) ** 2
+    mse = np.nansum(sq * w, axis=(-2, -1)) / w.sum()
     got = result["2m_temperature"].sel(metric="rmse", region="global").values
     np.testing.assert_allclose(got, np.sqrt(mse.mean(0)), rtol=1e-6)

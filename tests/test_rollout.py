@@ -237,3 +237,14 @@ def test_parse_inits_accepts_colon_slash_and_list_forms():
         parse_inits("2020-02-01:2020-01-01:12h")
     with pytest.raises(ValueError, match="no FREQ"):
         parse_inits("2020-01-01:2020-01-05")
+    # calendar months: MS is a month start (pandas' spelling), ms a millisecond and refused as a FREQ
+    months = parse_inits("2018-11-01/2019-02-01/1MS")
+    assert [t.strftime("%Y-%m-%d") for t in months] == [
+        "2018-11-01",
+        "2018-12-01",
+        "2019-01-01",
+        "2019-02-01",
+    ]
+    assert parse_inits("2018-11-01:2019-02-01:monthly").equals(months)
+    with pytest.raises(ValueError, match="capital MS"):
+        parse_inits("2018-11-01/2019-02-01/1ms")

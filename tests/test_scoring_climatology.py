@@ -72,6 +72,20 @@ def test_builder_matches_brute_force_including_day_366() -> None:
         np.testing.assert_allclose(clim["2m_temperature"].values[h_pos], expected, rtol=2e-6, atol=1e-6)
 
 
+def test_hour_interval_defaults_to_the_truths_hours_of_day() -> None:
+    """12-hourly truth gives hours 0 and 12 (the brute-force test above), daily truth (an ocean product, or
+    monthly means stamped at 00 UTC) one hour: WB2 broadcasts such a climatology over every hour."""
+    truth = _truth()
+    assert build_climatology(truth, window=61).hour.values.tolist() == [0, 12]
+    daily = truth.sel(time=truth.time.dt.hour == 0)
+    clim = build_climatology(daily, window=61)
+    assert clim.hour.values.tolist() == [0]
+    np.testing.assert_array_equal(
+        clim["2m_temperature"].values,
+        build_climatology(daily, hour_interval=24, window=61)["2m_temperature"].values,
+    )
+
+
 def test_cli_writes_zarr_v2_climatology(tmp_path) -> None:
     truth = _truth()
     truth.to_zarr(tmp_path / "truth.zarr", zarr_format=2, consolidated=True)

@@ -13,6 +13,7 @@ from dask.callbacks import Callback
 
 from earthcast.commands.score import main as score_main
 from earthcast.datasets.zarr_store import write_wb2_store
+from earthcast.errors import OutputExistsError
 from earthcast.grids import equiangular_grid
 from earthcast.scoring.climatology import build_climatology
 from earthcast.scoring.evaluate import score
@@ -202,7 +203,7 @@ def test_round_trip_cli_matches_float64_numpy(stores: dict[str, Path], tmp_path:
         climres.attrs["source"] == "climatology"
         and np.isfinite(climres["temperature"].sel(metric="rmse")).all()
     )
-    with pytest.raises(SystemExit, match="already exist"):
+    with pytest.raises(OutputExistsError, match="already exist"):
         score_main(argv)
 
 

@@ -18,7 +18,7 @@ import xarray as xr
 
 from earthcast.datasets.sim import demo_store_path, ensure_demo_store
 from earthcast.datasets.store import open_store
-from earthcast.grids import wb2_grid
+from earthcast.grids import dataset_geometry, wb2_grid
 
 R_DRY = 1004.0 * 2 / 7  # J kg⁻¹ K⁻¹: dinosaur's dry-air gas constant, c_p·κ
 ATMOS = {"years": 30 / 365, "spinup_days": 200, "seed": 0}  # 120 six-hourly outputs after a full spin-up
@@ -95,7 +95,10 @@ def test_atmosphere_values_finite_and_physical(atmosphere: tuple[Path, xr.Datase
     # Held–Suarez climate: T_eq spans 200–315 K; Z500 ≈ 5–6 km of height; jets of tens of m/s.
     assert float(ds.temperature.min()) > 180 and float(ds.temperature.max()) < 320
     z500_m = ds.geopotential.sel(level=500) / 9.80665
-    assert float(z500_m.min()) > 4800 and float(z500_m.max()) < 6100
+    # Bounds of the Held–Suarez climate, not of one sample: the 30 days after a 200-day spin-up are chaotic
+    # weather, and which extremes occur depends on floating-point details of the machine (XLA's CPU code);
+    # one machine's sample reached 4769 m. A unit slip (m² s⁻² as metres, ×9.8) is far outside either way.
+    assert float(z500_m.min()) > 4600 and float(z500_m.max()) < 6100
     # The core conserves mass: the area-mean surface pressure stays at the initial 1000 hPa.
     np.testing.assert_allclose(_area_mean(ds.surface_pressure).values, 1e5, rtol=5e-4)
 
@@ -113,14 +116,16 @@ def test_atmosphere_is_hydrostatic(atmosphere: tuple[Path, xr.Dataset]) -> None:
     """Layer thicknesses of the written geopotential equal R∫T d ln p of the written temperatures.
 
     A trapezoid over three written levels only approximates the model's 10-level profile: measured, it is
-    within 0.35 % for 500–850 hPa (and ~1 % across the tropopause kink above 500 hPa, so that layer is not
-    checked here; see the exact column test below). A unit slip (height for geopotential, ×9.8) or a level
-    mix-up would be off by far more.
+    within 0.35 % for 500–850 hPa on one machine's sample and within 0.51 % on another's (a deep low, where the
+    profile curves most; the sample is chaotic weather and differs between machines), and ~1 % across the
+    tropopause kink above 500 hPa, so that layer is not checked here (see the exact column test below). A unit
+    slip (height for geopotential, ×9.8) or a level mix-up (500–700 instead of 500–850 hPa: −50 %) would be off
+    by far more than the 1 % allowed.
     """
     _, ds = atmosphere
     actual = ds.geopotential.sel(level=500) - ds.geopotential.sel(level=850)
     expected = _hypsometric_thickness(ds.temperature, (500, 700, 850))
-    np.testing.assert_allclose(actual.values, expected.values, rtol=5e-3)
+    np.testing.assert_allclose(actual.values, expected.values, rtol=1e-2)
 
 
 def test_pressure_levels_match_an_independent_column_integral() -> None:
@@ -247,6 +252,8 @@ def test_ocean_schema_and_land_mask(ocean: tuple[Path, xr.Dataset]) -> None:
     assert ds.sla.attrs["units"] == "m" and ds.ugos.attrs["units"] == ds.vgos.attrs["units"] == "m s**-1"
     assert ds.uo.dims == ("time", "level", "latitude", "longitude")  # the reader maps depth → level
     assert list(ds.level.values) == [500, 2000]
+    # the β-plane is doubly periodic: the store says so, and earthcast pads and weighs it that way
+    assert dataset_geometry(ds).kind == "periodic"
     # Land patch 34–37°N, 296–300°E, recomputed from the coordinates.
     lat, lon = ds.latitude.values[:, None], ds.longitude.values[None, :]
     land = (lat >= 34) & (lat <= 37) & (lon >= 296) & (lon <= 300)

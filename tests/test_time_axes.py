@@ -20,15 +20,18 @@ from earthcast.cli import main as cli_main
 from earthcast.datasets.channels import ChannelManifest
 from earthcast.datasets.datamodule import WB2DataModule
 from earthcast.datasets.statistics import cache_key
+from earthcast.datasets.store import open_store
 from earthcast.datasets.synthetic import synthetic_dataset
 from earthcast.datasets.time_axis import TimeStep, advance_times, describe_time_axis, time_axis
 from earthcast.datasets.zarr_store import write_wb2_store
 from earthcast.errors import ConfigError, DataError, TimeAxisError
-from earthcast.grids import wb2_grid
+from earthcast.grids import dataset_geometry, wb2_grid
 from earthcast.rollout.generator import InitialConditions, generate
 from earthcast.rollout.initial import TruthSource
 from earthcast.rollout.model import StepModel
 from earthcast.rollout.session import RolloutConfig, run_rollout
+from earthcast.scoring.evaluate import score
+from earthcast.scoring.weights import latitude_weights
 from earthcast.training import ForecastModule
 
 GRID = wb2_grid("64x32_equiangular_conservative")
@@ -307,6 +310,26 @@ def test_monthly_model_trains_and_rolls_out_at_true_times(tmp_path: Path) -> Non
     )  # persistence: every lead is the init state
     np.testing.assert_array_equal(
         first, np.broadcast_to(truth.initial_states(inits, 1)[0, 0, 0], first.shape)
+    )
+    # the store records the true valid times, and `earthcast score` scores against the truth at them
+    starts = np.array(["2018-03-16T12", "2018-06-16"], dtype="datetime64[ns]")
+    stamps = MID_MONTH.values
+    where = [int(np.searchsorted(stamps, t)) for t in starts]
+    np.testing.assert_array_equal(out["valid_time"].values, [stamps[i + 1 : i + 4] for i in where])
+    ds = open_store(store)
+    result_ds = score(out, ds)
+    values = ds["2m_temperature"].transpose("time", "latitude", "longitude").values.astype(np.float64)
+    weights = latitude_weights(ds["latitude"].values, dataset_geometry(ds))[:, None]
+    mse = np.array(
+        [
+            [((values[i] - values[i + k]) ** 2 * weights).mean() / weights.mean() for k in (1, 2, 3)]
+            for i in where
+        ]
+    )
+    np.testing.assert_allclose(
+        result_ds["2m_temperature"].sel(metric="rmse", region="global").values,
+        np.sqrt(mse.mean(0)),
+        rtol=1e-6,
     )
 
 

@@ -14,6 +14,7 @@ import argparse
 
 from earthcast.datasets.store import open_store
 from earthcast.datasets.zarr_store import atomic_store, write_wb2_store
+from earthcast.errors import DataError
 from earthcast.scoring.climatology import build_climatology
 
 
@@ -27,7 +28,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output Zarr path, e.g. clim.zarr")
     p.add_argument("--start-year", type=int, help="first year (default: the truth's first)")
     p.add_argument("--end-year", type=int, help="last year, inclusive (default: the truth's last)")
-    p.add_argument("--hour-interval", type=int, default=6, help="hours between climatology hours (6)")
+    p.add_argument(
+        "--hour-interval",
+        type=int,
+        default=None,
+        help="hours between climatology hours (default: from the truth: 6 for 6-hourly, 24 for daily/monthly)",
+    )
     p.add_argument("--window", type=int, default=61, help="odd window length in days (61)")
     p.add_argument("--variables", nargs="+", help="variables (default: all time-dependent ones)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output store")
@@ -41,8 +47,8 @@ def main(argv: list[str]) -> int:
     names = args.variables or [n for n, v in truth.data_vars.items() if "time" in v.dims]
     no_units = [n for n in names if n in truth and "units" not in truth[n].attrs]
     if no_units:
-        raise SystemExit(
-            f"earthcast climatology: truth variables {no_units} have no 'units' attribute, which the output "
+        raise DataError(
+            f"truth variables {no_units} have no 'units' attribute, which the output "
             "store requires; add units to the truth store or pass --variables without them."
         )
     with atomic_store(args.out, overwrite=args.overwrite) as tmp:

@@ -26,12 +26,13 @@ from typing import Any, TypeVar
 
 import torch
 
-from earthcast.commands.train import EarthcastCLI, grid_name
+from earthcast.commands.train import EarthcastCLI
 from earthcast.datasets.channels import ChannelManifest
 from earthcast.datasets.statistics import NormStats
 from earthcast.datasets.store import resolve_store
 from earthcast.datasets.windows import window_starts
 from earthcast.errors import ConfigError, StoreNotFoundError
+from earthcast.grids import wb2_grid_name
 from earthcast.models.registry import MODEL_NAMES, build_model
 from earthcast.models.tritoncast import SIZES, size_config
 
@@ -202,7 +203,7 @@ def check(paths: Sequence[str], timeout: float = 20.0) -> tuple[list[str], list[
                         f"the {split} split {dm.splits[split]} holds no complete window of "
                         f"{dm.spec.length} steps; widen data.{split}"
                     )
-            grid = grid_name(manifest) or "custom"
+            grid = f"{wb2_grid_name(manifest.latitude, manifest.longitude) or 'custom'}, {manifest.grid_geometry.kind}"
             lines.append(
                 f"data: {data.store} — {len(manifest.state)} state channels on {manifest.grid_shape[1]}x"
                 f"{manifest.grid_shape[0]} lon x lat ({grid}), step {data.step}, windows "

@@ -10,7 +10,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from earthcast.grids import WB2_GRIDS, dataset_geometry, grid_mismatch
+from earthcast.errors import GridError
+from earthcast.grids import dataset_geometry, wb2_grid_name
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -25,9 +26,9 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _grid_name(lat: np.ndarray, lon: np.ndarray) -> str:
-    for name, grid in WB2_GRIDS.items():
-        if grid_mismatch(lat, lon, grid.latitude, grid.longitude) is None:
-            return name
+    name = wb2_grid_name(lat, lon)
+    if name is not None:
+        return name
     note = " (crosses the prime meridian; kept contiguous)" if lon[0] < 0 <= lon[-1] else ""
     return (
         f"{lat.size}x{lon.size}, {lat.min():.3f}…{lat.max():.3f}°N, {lon.min():.3f}…{lon.max():.3f}°E{note}"
@@ -48,7 +49,11 @@ def _describe(store: str) -> None:
     times = ds["time"].values if "time" in ds.dims else None
     print(f"store     {store}")
     print(f"grid      {_grid_name(ds['latitude'].values, ds['longitude'].values)}")
-    print(f"geometry  {dataset_geometry(ds).describe()}")
+    try:
+        geometry = dataset_geometry(ds).describe()
+    except GridError as err:  # describe the store anyway; training on it would raise this error
+        geometry = f"unsupported: {err}"
+    print(f"geometry  {geometry}")
     if times is not None:
         first, last = pd.Timestamp(times.min()), pd.Timestamp(times.max())
         print(f"time      {first} … {last}, {times.size} steps, {describe_time_axis(times)}")

@@ -20,6 +20,7 @@ import numpy as np
 import xarray as xr
 
 from earthcast.datasets.store import open_store
+from earthcast.errors import ConfigError, OutputExistsError
 
 EXTRA_METRICS = ("rmse_sqrt_before_time_avg", "acc_pooled")
 
@@ -57,6 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--dask-workers", type=int, default=0, help="start a local dask.distributed cluster of N workers"
     )
     p.add_argument("--overwrite", action="store_true", help="replace existing results files")
+    p.add_argument(
+        "--skipna",
+        action="store_true",
+        help="drop NaN points (land in ocean products, masked rollout points) from the area means, as WB2's "
+        "skipna=True; by default a NaN spoils its region's mean (WB2's default)",
+    )
     return p
 
 
@@ -101,9 +108,7 @@ def main(argv: list[str]) -> int:
     paths = _output_paths(out, sources)
     existing = [str(p) for p in paths.values() if p.exists()]
     if existing and not args.overwrite:
-        raise SystemExit(
-            f"earthcast score: {existing} already exist; pass --overwrite or choose another --out."
-        )
+        raise OutputExistsError(f"{existing} already exist; pass --overwrite or choose another --out.")
     forecast = open_store(args.forecast)
     if args.init_start or args.init_end:
         forecast = forecast.sel(time=slice(args.init_start, args.init_end))
@@ -118,7 +123,11 @@ def main(argv: list[str]) -> int:
         ensemble_dim=args.ensemble_dim, extra_metrics=tuple(args.extra_metrics),
     )  # fmt: skip
     if args.engine == "earthcast":
-        options["progress"] = True
+        options.update(progress=True, skipna=args.skipna)
+    elif args.skipna:
+        raise ConfigError(
+            "--skipna is implemented by the earthcast engine; drop it or use --engine earthcast"
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     with _dask_cluster(args.dask_workers):
         for source, path in paths.items():

@@ -42,7 +42,7 @@ from earthcast.datasets.datamodule import WB2DataModule
 from earthcast.datasets.statistics import NormStats
 from earthcast.datasets.store import resolve_store
 from earthcast.errors import CheckpointError, EarthcastError
-from earthcast.grids import WB2_GRIDS, grid_mismatch
+from earthcast.grids import wb2_grid_name
 from earthcast.training import ForecastModule, IncompatibleCheckpointError
 
 DEFAULT_ROOT_DIR = "outputs"
@@ -101,14 +101,6 @@ def fill_climatology_source(model: Any, data: Any) -> None:
     model.model_settings = settings | {"truth_store": data.store, "start": start, "end": end}
 
 
-def grid_name(manifest: ChannelManifest) -> str | None:
-    """The WB2 name of the manifest's grid (e.g. ``64x32_equiangular_conservative``), or None if custom."""
-    for name, grid in WB2_GRIDS.items():
-        if not grid_mismatch(manifest.latitude, manifest.longitude, grid.latitude, grid.longitude):
-            return name
-    return None
-
-
 class RunMetadata(Callback):
     """Adds the run's config, the earthcast version and the grid to every checkpoint's ``"earthcast"`` entry
     (next to the manifest, statistics and model settings that :class:`ForecastModule` stores). Everything is
@@ -126,7 +118,11 @@ class RunMetadata(Callback):
         checkpoint.setdefault("earthcast", {}).update(
             config=self.config,
             version=earthcast.__version__,
-            grid={"name": grid_name(manifest), "shape": list(manifest.grid_shape)},
+            grid={
+                "name": wb2_grid_name(manifest.latitude, manifest.longitude),
+                "shape": list(manifest.grid_shape),
+                "geometry": manifest.grid_geometry.kind,
+            },
         )
 
 

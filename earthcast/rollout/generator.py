@@ -166,10 +166,10 @@ def initial_state(
     beyond the bound.
     """
     m = ensemble.members
-    x = ic.states.to(model.device, torch.float32)
-    if ic.mask is not None:
-        x = torch.where(ic.mask.to(x.device), x, torch.zeros((), device=x.device))
-    z = model.normalize_state(x).repeat_interleave(m, dim=0)  # (B·M, N, C, H, W)
+    z = model.normalize_state(ic.states.to(model.device, torch.float32))
+    if ic.mask is not None:  # masked points are 0 in normalised units (the channel mean), as in training
+        z = torch.where(ic.mask.to(z.device), z, torch.zeros((), device=z.device))
+    z = z.repeat_interleave(m, dim=0)  # (B·M, N, C, H, W)
     init_ns = ic.init_times.astype("datetime64[ns]").astype(np.int64)
     for flat in range(z.shape[0]):
         noise = ensemble.noise(int(init_ns[flat // m]), flat % m, tuple(z.shape[2:]))
@@ -236,7 +236,6 @@ def generate(
     init_times = ic.init_times.astype("datetime64[ns]")
     mask = None if ic.mask is None else ic.mask.to(model.device)
     valid_points = None if mask is None else mask.float()
-    zero = model.normalize_state(torch.zeros(len(model.manifest.state), 1, 1, device=model.device))
     static = model.normalize_static(ic.static.to(model.device, torch.float32))
     static = static.expand(len(init_times) * m, *static.shape)
     first = state.next_step + 1 - n
@@ -256,8 +255,8 @@ def generate(
         dead, reports = _find_blowups(nxt, live, mask, blowup_bound, model, init_times, m, k + 1)
         alive = (live & ~dead).reshape(alive.shape)
         everyone = bool(alive.all())
-        if mask is not None:
-            nxt = torch.where(mask, nxt, zero)
+        if mask is not None:  # normalised 0 on masked points, exactly as the training batches hold them
+            nxt = torch.where(mask, nxt, torch.zeros((), device=nxt.device))
         if not everyone:
             nxt = torch.where(alive.flatten()[:, None, None, None], nxt, torch.zeros((), device=nxt.device))
         fields = model.denormalize_state(nxt).reshape(len(init_times), m, *nxt.shape[1:])

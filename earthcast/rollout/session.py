@@ -262,7 +262,11 @@ def run_rollout(cfg: RolloutConfig) -> RolloutResult:
     writer = ForecastWriter(paths.store, model.manifest, ensemble=members is not None)
     if not paths.store.exists():
         attrs = {RUN_ATTR: identity_json, "checkpoint": str(Path(cfg.checkpoint).absolute())}
-        writer.create(store_template(model.manifest, inits.values, leads, members, attrs))
+        step = model.manifest.model_step
+        valid = None
+        if step.is_calendar:  # true valid times: a month step is not a fixed timedelta
+            valid = advance_times(inits.values[:, None], np.arange(1, n_steps + 1)[None, :], step)
+        writer.create(store_template(model.manifest, inits.values, leads, members, attrs, valid))
     first_batch, first_step = (record["batch"], record["next_step"]) if record else (0, 0)
     if record is not None:
         torch.set_rng_state(record["rng"])

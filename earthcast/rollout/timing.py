@@ -6,6 +6,8 @@ import re
 
 import numpy as np
 import pandas as pd
+from pandas.tseries.frequencies import to_offset
+from pandas.tseries.offsets import Tick
 
 from earthcast.errors import ConfigError
 
@@ -13,7 +15,8 @@ _ISO = r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}(?::\d{2}(?::\d{2}(?:\.\d+)?)?)?)?"
 _RANGE = re.compile(rf"^(?P<start>{_ISO}):(?P<end>{_ISO})(?::(?P<freq>[^:]+))?$")
 
 INITS_HELP = (
-    "init times as START:END:FREQ (e.g. 2020-01-01T00:2020-12-31T12:12h, END inclusive), the same with '/' "
+    "init times as START:END:FREQ (e.g. 2020-01-01T00:2020-12-31T12:12h, END inclusive; FREQ may be calendar "
+    "months: 1MS for month starts), the same with '/' "
     "separators (2020-01-01/2020-12-31T12/12h), or a comma-separated list of ISO times"
 )
 
@@ -63,18 +66,31 @@ def parse_inits(spec: str) -> pd.DatetimeIndex:
                 )
             times = pd.DatetimeIndex([first])
         else:
-            try:
-                step = pd.Timedelta(re.sub(r"(\d)d$", r"\1D", freq))
-            except ValueError as err:
-                raise ConfigError(
-                    f"--inits {spec!r}: cannot read FREQ {freq!r} ({err}); use e.g. 12h or 1D."
-                ) from err
-            if step <= pd.Timedelta(0):
-                raise ConfigError(f"--inits {spec!r}: FREQ must be positive, got {freq!r}.")
-            times = pd.date_range(first, last, freq=step)
+            times = pd.date_range(first, last, freq=_frequency(freq, spec))
     if len(times) == 0:
         raise ConfigError(f"--inits {spec!r} gives no init times. {INITS_HELP}.")
     return pd.DatetimeIndex(np.unique(times.values.astype("datetime64[ns]")))
+
+
+def _frequency(freq: str, spec: str) -> pd.DateOffset:
+    """FREQ of ``--inits`` as a pandas offset: a fixed step (``12h``, ``1D``, ``5d``) or calendar months and
+    years (``1MS`` month start, ``1ME`` month end, ``3MS``, ``1YS``, ``monthly``). Case matters as in pandas:
+    ``MS`` is a month start, ``ms`` a millisecond."""
+    text = {"monthly": "1MS", "yearly": "1YS"}.get(freq.strip().lower(), freq.strip())
+    try:
+        offset = to_offset(re.sub(r"(\d)d$", r"\1D", text))
+    except ValueError as err:
+        raise ConfigError(
+            f"--inits {spec!r}: cannot read FREQ {freq!r} ({err}); use e.g. 12h, 1D or 1MS (month starts)."
+        ) from err
+    if offset.n <= 0:
+        raise ConfigError(f"--inits {spec!r}: FREQ must be positive, got {freq!r}.")
+    if isinstance(offset, Tick) and pd.Timedelta(offset) < pd.Timedelta(minutes=1):
+        raise ConfigError(
+            f"--inits {spec!r}: FREQ {freq!r} is {pd.Timedelta(offset)}; init times are at least minutes apart. "
+            "For month starts write 1MS (capital MS; ms is a millisecond)."
+        )
+    return offset
 
 
 def lead_steps(lead: str | pd.Timedelta, step: pd.Timedelta, *, what: str = "--lead") -> int:

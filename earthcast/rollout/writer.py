@@ -76,11 +76,15 @@ def store_template(
     leads: np.ndarray,
     members: int | None,
     attrs: dict[str, str],
+    valid_times: np.ndarray | None = None,
 ) -> xr.Dataset:
     """The by-init dataset, Dask-backed and NaN-filled, chunked one init × one lead.
 
     Args:
         init_times: (I,) datetime64[ns]; leads: (L,) timedelta64[ns]; members: size of ``number`` or None.
+        valid_times: (I, L) datetime64[ns] true valid times, stored as the coordinate ``valid_time`` for a
+            calendar-month model, whose leads are nominal (mean months) and whose valid times are not
+            init + lead; ``earthcast score`` then scores against the truth at those times.
     """
     layouts = variable_layout(manifest)
     levels = level_axis(layouts)
@@ -105,6 +109,8 @@ def store_template(
         coords["level"] = ("level", np.asarray(levels, np.int64))
     if members:
         coords["number"] = ("number", np.arange(members, dtype=np.int64))
+    if valid_times is not None:
+        coords["valid_time"] = (("time", "prediction_timedelta"), valid_times.astype("datetime64[ns]"))
     return xr.Dataset(data, coords=coords, attrs=attrs)
 
 

@@ -90,7 +90,7 @@ def build_climatology(
     *,
     start_year: int | None = None,
     end_year: int | None = None,
-    hour_interval: int = 6,
+    hour_interval: int | None = None,
     window: int = 61,
     variables: list[str] | None = None,
     max_bytes: int = 256 * 2**20,
@@ -101,7 +101,8 @@ def build_climatology(
     Args:
         truth: (time, [level], latitude, longitude) dataset, e.g. ERA5.
         start_year, end_year: inclusive year range (default: all years in ``truth``).
-        hour_interval: hours between the climatology's hours of day (6 → 0, 6, 12, 18).
+        hour_interval: hours between the climatology's hours of day (6 → 0, 6, 12, 18); default: from the
+            truth's hours of day (6 for 6-hourly data, 24 for daily or monthly data stamped at 00 UTC).
         window: odd window length in days (61).
         variables: names to include (default: every variable with a time dimension).
         max_bytes: memory bound of one slice read from ``truth``.
@@ -112,9 +113,12 @@ def build_climatology(
     """
     if "time" not in truth.dims:
         raise DataError("build_climatology needs a truth dataset with a 'time' dimension (e.g. ERA5).")
+    times = pd.DatetimeIndex(truth["time"].values)
+    if hour_interval is None:  # the spacing of the hours of day present: gcd of their gaps around the clock
+        present = np.unique(times.hour)
+        hour_interval = int(np.gcd.reduce(np.diff(np.append(present, present[0] + 24))))
     if 24 % hour_interval:
         raise DataError(f"hour_interval must divide 24 (1, 2, 3, 4, 6, 8, 12 or 24), got {hour_interval}.")
-    times = pd.DatetimeIndex(truth["time"].values)
     first, last = times.year.min(), times.year.max()
     start_year = first if start_year is None else start_year
     end_year = last if end_year is None else end_year

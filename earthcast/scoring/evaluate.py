@@ -199,6 +199,7 @@ def score(
     extra_metrics: tuple[str, ...] = (),
     block_bytes: int = BLOCK_BYTES,
     progress: bool = False,
+    skipna: bool = False,
 ) -> xr.Dataset:
     """Score a forecast (or a baseline built from truth/climatology) the WB2 way.
 
@@ -216,6 +217,8 @@ def score(
         extra_metrics: any of ``rmse_sqrt_before_time_avg`` and ``acc_pooled`` (WB-X ACC).
         block_bytes: target size of one Dask task's forecast block.
         progress: show a progress bar.
+        skipna: drop NaN points from the area means (WB2's ``skipna``), e.g. land in an ocean product or
+            masked points of an earthcast rollout; False (WB2's default) lets a NaN spoil its region's mean.
 
     Returns:
         Dataset of time-mean scores, dims (metric, region, lead_time[, level]) per variable.
@@ -229,7 +232,7 @@ def score(
     region_list = resolve_regions(regions, have_land_sea_mask=a.land_sea_mask is not None)
     lat, lon = a.truth["latitude"].values, a.truth["longitude"].values
     geometry = dataset_geometry(a.truth)
-    area = AreaMean(region_weights(region_list, lat, lon, a.land_sea_mask, geometry=geometry))
+    area = AreaMean(region_weights(region_list, lat, lon, a.land_sea_mask, geometry=geometry), skipna=skipna)
     blocks = _Blocks(a, source)
     jobs = _jobs(a, source)
     n_init, n_lead = a.valid_pos.shape
@@ -276,6 +279,7 @@ def score(
         engine="earthcast",
         grid_geometry=geometry.kind,
         area_weighting=geometry.area_weighting,
+        skipna=int(skipna),
     )
     if source == "forecast" and a.ensemble_dim is not None:
         out.attrs["ensemble_size"] = int(a.forecast.sizes[a.ensemble_dim])

@@ -27,8 +27,8 @@ def normalise(ds: xr.Dataset) -> xr.Dataset:
     """Rename WB2 variants, make latitude ascending and longitude contiguous (0…360 on global grids; the
     data layer's rules, :mod:`earthcast.datasets.normalize`), lazily."""
     ds = ds.rename({k: v for k, v in _RENAMES.items() if k in ds.dims or k in ds.coords})
-    if "valid_time" in ds.coords and "valid_time" not in ds.dims:
-        ds = ds.drop_vars("valid_time")
+    if "valid_time" in ds.coords and ds["valid_time"].dims != ("time", "prediction_timedelta"):
+        ds = ds.drop_vars("valid_time")  # WB2's derived by-valid coordinate; (init, lead) ones are kept
     return make_longitude_contiguous(make_latitude_increasing(ds))
 
 
@@ -173,7 +173,11 @@ def align(
     inits = np.asarray(forecast["time"].values, dtype="datetime64[ns]")
     leads = np.asarray(forecast["prediction_timedelta"].values, dtype="timedelta64[ns]")
     step = time_step(truth["time"].values)
-    if step is not None:
+    if "valid_time" in forecast.coords:  # a calendar-month forecast: true valid times per (init, lead)
+        valid = np.asarray(forecast["valid_time"].values, dtype="datetime64[ns]")
+    else:
+        valid = inits[:, None] + leads[None, :]
+    if step is not None and "valid_time" not in forecast.coords:
         bad = [lead for lead in leads if lead % step != np.timedelta64(0, "ns")]
         if bad:
             raise DataError(
@@ -181,12 +185,12 @@ def align(
                 f"{pd.Timedelta(step)}; score only leads on the truth's step (e.g. forecast.sel("
                 "prediction_timedelta=...)) or use a truth with a finer time step."
             )
-    valid_pos = truth_positions(truth["time"].values, inits[:, None] + leads[None, :])
+    valid_pos = truth_positions(truth["time"].values, valid)
     clim_pos = None
     if climatology is not None:
         climatology = _same_grid(check_climatology(normalise(climatology)), truth, "climatology")
         climatology = _select_levels(climatology, levels, "climatology")
-        clim_pos = climatology_positions(climatology, inits[:, None] + leads[None, :])
+        clim_pos = climatology_positions(climatology, valid)
     if lsm is not None:
         lsm_ds = _same_grid(normalise(lsm.squeeze(drop=True).to_dataset(name="lsm")), truth, "land-sea mask")
         lsm = np.asarray(lsm_ds["lsm"].transpose("latitude", "longitude").values, dtype=np.float64)

@@ -31,9 +31,12 @@ class AreaMean:
     Args:
         weights: (R, H, W) non-negative per-point weights, e.g. from
             :func:`earthcast.scoring.regions.region_weights`.
+        skipna: the default of every call (WB2's ``skipna`` of ``evaluate_in_memory``): True drops NaN points,
+            e.g. land in an ocean product, from the means.
     """
 
-    def __init__(self, weights: np.ndarray) -> None:
+    def __init__(self, weights: np.ndarray, *, skipna: bool = False) -> None:
+        self.skipna = skipna
         weights = np.asarray(weights, dtype=np.float64)
         if weights.ndim != 3:
             raise DataError(f"weights must be (R, H, W), got shape {weights.shape}")
@@ -49,8 +52,10 @@ class AreaMean:
         (``geometry`` chooses the area weighting, see :func:`earthcast.scoring.weights.latitude_weights`)."""
         return cls(np.repeat(latitude_weights(latitude, geometry)[None, :, None], n_lon, axis=2))
 
-    def __call__(self, x: np.ndarray, *, skipna: bool = False, finite: bool = False) -> np.ndarray:
-        """(…, H, W) → (…, R) float64 area means; ``finite=True`` promises no NaN/inf (skips the checks)."""
+    def __call__(self, x: np.ndarray, *, skipna: bool | None = None, finite: bool = False) -> np.ndarray:
+        """(…, H, W) → (…, R) float64 area means; ``finite=True`` promises no NaN/inf (skips the checks);
+        ``skipna`` None takes the instance's default."""
+        skipna = self.skipna if skipna is None else skipna
         x = np.asarray(x, dtype=np.float64)
         if x.shape[-2:] != (self.height, self.width):
             raise DataError(f"expected trailing (H, W) = {(self.height, self.width)}, got {x.shape[-2:]}")
