@@ -12,7 +12,8 @@ of earthcast (run it with that checkout's Python) next to this one::
     python benchmarks/ocean_rows.py --out outputs/ocean_rows          # ~5 min on 2 cores
     python benchmarks/ocean_rows.py --out outputs/ocean_rows --quick  # a smoke run in under a minute
 
-Writes ``rows.json`` in ``--out`` and prints a table (model RMSE / persistence RMSE per group and lead).
+Writes ``rows.json`` in ``--out``, prints a table (model RMSE / persistence RMSE per group and lead) and one
+``BAR ocean_<variable>_<lead>_vs_persistence <ratio> < 1 PASS|FAIL`` line for the whole box at 1 and 30 days.
 """
 
 from __future__ import annotations
@@ -141,6 +142,13 @@ def main(argv: list[str] | None = None) -> int:
         for days, groups in by_lead.items():
             cells = "  ".join(f"{g} {v['model']:.4g}/{v['persistence']:.4g}" for g, v in groups.items())
             print(f"{name:<5} day {days:>2}: {cells}")
+    for name, by_lead in rows.items():  # the whole box must beat persistence at a day and at a month
+        for days in (1, 30):
+            overall = by_lead[days]["overall"]
+            ratio = overall["model"] / overall["persistence"]
+            print(
+                f"BAR ocean_{name}_{days}d_vs_persistence {ratio:.3f} < 1 {'PASS' if ratio < 1 else 'FAIL'}"
+            )
     return 0
 
 

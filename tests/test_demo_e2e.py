@@ -18,6 +18,7 @@ import nbformat
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import xarray as xr
 import yaml
 from nbclient import NotebookClient
@@ -208,3 +209,25 @@ def test_cli_chain_rollout_score_plot_notebook(demo: dict) -> None:
     )
     assert (nb_out / "scorecard_rmse.png").is_file()
     assert os.path.getsize(nb_out / "plots" / "maps_geopotential_500_5d.png") > 5000
+
+
+def test_demo_rerun_with_changed_inputs_runs_them_again(
+    demo: dict, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A changed --max-steps (or config, or store) must not reuse the old checkpoint and its scores: training
+    runs again in its own folder, the rollouts are replaced, scores and plots follow; the climatology, which
+    depends only on the truth, is reused. (Last in this file: it changes the demo folder.)"""
+    argv = [*demo["argv"], "--max-steps", "6"]  # the later --max-steps wins (checkpoints every 3 steps)
+    assert earthcast(argv) == 0
+    printed = capsys.readouterr().out
+    assert "[demo] train … (its inputs changed since the earlier run)" in printed
+    assert "[demo] climatology: reused" in printed
+    for stage in ("score", "plots"):
+        assert f"[demo] {stage}: reused" not in printed, stage
+    stages = json.loads((demo["out"] / "stages.json").read_text())
+    ckpt = Path(stages["train"]["checkpoint"])
+    assert (
+        ckpt != demo["ckpt"] and demo["ckpt"].is_file()
+    )  # the earlier run's checkpoint is kept, not resumed
+    assert torch.load(ckpt, map_location="cpu", weights_only=True)["global_step"] == 6
+    assert xr.open_zarr(demo["out"] / "skill.zarr").attrs["checkpoint"] == str(ckpt.absolute())

@@ -177,10 +177,12 @@ def test_scorecard_percentages_and_colours() -> None:
     acc_table = scorecard_table(model, reference, metric="acc", leads=["1d"], levels=[500])
     np.testing.assert_allclose(acc_table.to_numpy(), 100.0 * (0.99 - 0.9) / 0.9)  # +10 %: also better
 
-    for metric, tab in (("rmse", table), ("acc", acc_table)):
-        image = plot_scorecard(tab, metric=metric).axes[0].get_images()[0]
-        rgba = image.to_rgba(image.get_array())
+    for metric, tab, better in (("rmse", table, "+20.0%"), ("acc", acc_table, "+10.0%")):
+        ax = plot_scorecard(tab, metric=metric).axes[0]
+        rgba = ax.get_images()[0].to_rgba(ax.get_images()[0].get_array())
         assert (rgba[..., 2] > rgba[..., 0]).all(), f"{metric}: better cells must be blue"
+        # the cell numbers read like the colour bar ("improvement over reference"): better is positive
+        assert {t.get_text() for t in ax.texts} == {better}, metric
     worse = plot_scorecard(-table, metric="rmse").axes[0].get_images()[0]
     rgba = worse.to_rgba(worse.get_array())
     assert (rgba[..., 0] > rgba[..., 2]).all(), "worse cells must be red"

@@ -3,7 +3,7 @@
 Example::
 
     earthcast demo                      # embedded Held–Suarez data, configs/quickstart.yaml, outputs/demo/
-    earthcast demo --out outputs/demo   # run again: finished stages are reused, rollouts resume
+    earthcast demo --out outputs/demo   # run again: unchanged stages are reused, rollouts resume
 
 Stages (each shows a progress bar and runs the earthcast command named below in-process):
 
@@ -17,17 +17,20 @@ Stages (each shows a progress bar and runs the earthcast command named below in-
 5. plots and ``report.md``: maps, RMSE/ACC against lead, spectra, global-mean series, a scorecard, the
    headline RMSE table and the year run's stability checks.
 
-Outputs under ``--out``: ``train/``, ``year.zarr``, ``skill.zarr`` (+ aggregates), ``climatology.zarr``,
-``scores/results*.nc``, ``plots/*.png``, ``report.md`` and ``stages.json`` (stages done, seconds each).
+Outputs under ``--out``: ``train/<key>/``, ``year.zarr``, ``skill.zarr`` (+ aggregates), ``climatology.zarr``,
+``scores/results*.nc``, ``plots/*.png``, ``report.md`` and ``stages.json`` (stages done, their keys, seconds
+each). A rerun reuses a stage only when its inputs are unchanged (:mod:`earthcast.commands.demo_stages`): a
+changed config, store or ``--max-steps`` trains again in its own ``train/<key>/`` folder, and the rollouts,
+climatology, scores and plots that depend on it run again.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import shutil
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +40,7 @@ import xarray as xr
 import yaml
 from tqdm.auto import tqdm
 
+from earthcast.commands.demo_stages import Stages, digest, file_digest
 from earthcast.errors import ConfigError, OutputExistsError, RunFailedError, StoreNotFoundError
 from earthcast.report import SOURCES, Field, Stability, headline_rmse, stability, write_report
 
@@ -48,7 +52,6 @@ HEADLINE_FIELDS: tuple[Field, ...] = (
     ("surface_pressure", None),
 )
 """Fields mapped and reported first, when the model forecasts them (at most three are used)."""
-STAGES_FILE = "stages.json"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,33 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--year-lead", default="365d", help="lead of the long run (default 365d)")
     p.add_argument("--batch-size", type=int, default=6, help="skill inits per rollout batch (default 6)")
     p.add_argument("--retrain", action="store_true", help="train again even if a checkpoint exists")
-    p.add_argument("--resume", action="store_true", help="the default: finished stages are reused")
     return p
-
-
-class Stages:
-    """Records which stages are done and their wall times in ``stages.json`` (read back on a rerun)."""
-
-    def __init__(self, out: Path) -> None:
-        self.path = out / STAGES_FILE
-        self.done: dict[str, dict[str, Any]] = json.loads(self.path.read_text()) if self.path.exists() else {}
-        self.timings: dict[str, str] = {}
-
-    def run(self, name: str, work: Callable[[], dict[str, Any] | None], *, reuse: bool = True) -> dict:
-        """Run ``work`` unless ``name`` is recorded as done (and ``reuse``); return its recorded facts."""
-        if reuse and name in self.done:
-            print(f"[demo] {name}: reused (done in {self.done[name]['seconds']:.0f} s on an earlier run)")
-            self.timings[name] = f"reused ({self.done[name]['seconds']:.0f} s earlier)"
-            return self.done[name]
-        print(f"[demo] {name} …", flush=True)
-        start = time.perf_counter()
-        facts = work() or {}
-        seconds = time.perf_counter() - start
-        self.done[name] = {"seconds": seconds, **facts}
-        self.timings[name] = f"{seconds:.0f} s"
-        self.path.write_text(json.dumps(self.done, indent=1))
-        print(f"[demo] {name}: {seconds:.0f} s", flush=True)
-        return self.done[name]
 
 
 def _call(module: str, argv: list[str]) -> None:
@@ -179,9 +156,12 @@ def _field_args(field: Field) -> list[str]:
     return ["--variables", variable] + ([] if level is None else ["--levels", str(level)])
 
 
-def _plots(out: Path, store: str, fields: list[Field], year_lead: str, skill_leads: list[str]) -> dict:
+def _plots(
+    out: Path, store: str, fields: list[Field], year_lead: str, skill_leads: list[str], coastlines: bool
+) -> dict:
     """Every PNG of the report, by ``earthcast plot`` (maps, scores, series, scorecard) and the library
-    (the year run's spectra against the truth's final-30-day mean, since the truth may end before it)."""
+    (the year run's spectra against the truth's final-30-day mean, since the truth may end before it).
+    ``coastlines`` is False for the embedded demo planets, which have no continents."""
     from earthcast.datasets.store import open_store
     from earthcast.plotting.figures import (
         field_name,
@@ -201,6 +181,7 @@ def _plots(out: Path, store: str, fields: list[Field], year_lead: str, skill_lea
     jobs: list[tuple[str, list[str]]] = []
     for field in fields:
         maps = ["--forecast", str(out / "skill.zarr"), "--truth", store, "--leads", *skill_leads]
+        maps += [] if coastlines else ["--no-coastlines"]
         jobs.append(("maps", maps + _field_args(field) + ["--out", str(plots)]))
         series = ["--forecast", str(out / "year.zarr"), "--truth", store]
         series += ["--climatology", str(out / "climatology.zarr")]
@@ -281,7 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run ``earthcast demo``; returns 0 when the report is written."""
     args = build_parser().parse_args(argv)
     from earthcast.commands.train import find_last_checkpoint
-    from earthcast.datasets.store import resolve_store
+    from earthcast.datasets.store import DEMO_PREFIX, resolve_store
     from earthcast.plotting.figures import field_name, lead_label, parse_lead
     from earthcast.rollout.session import RolloutConfig, run_rollout
 
@@ -298,15 +279,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     total = time.perf_counter()
 
     # always resolved: made on first use, seconds when cached (and a deleted cache is made again)
-    store = stages.run("data", lambda: {"store": resolve_store(store_value)}, reuse=False)["store"]
+    store = stages.run("data", lambda: {"store": resolve_store(store_value)}, key="", reuse=False)["store"]
     splits = _splits(store, data)
-    train_dir = out / "train"
+    # the model depends on the configs' contents, the store and the step budget: a change trains afresh in
+    # its own folder (an interrupted run with the same inputs resumes there)
+    train_key = digest(configs=[file_digest(c) for c in configs], store=store_value, max_steps=args.max_steps)
+    train_dir = out / "train" / train_key
 
     def train() -> dict:
         argv = ["fit"] + [f"--config={c}" for c in configs] + [f"--data.store={store_value}"]
         argv += [f"--trainer.default_root_dir={train_dir}"]
         argv += [] if args.max_steps is None else [f"--trainer.max_steps={args.max_steps}"]
-        if find_last_checkpoint(train_dir) is not None and not args.retrain:
+        if args.retrain:
+            shutil.rmtree(train_dir, ignore_errors=True)
+        elif find_last_checkpoint(train_dir) is not None:
             argv.append("--ckpt_path=last")  # an interrupted training run resumes
         _call("train", argv)
         ckpt = find_last_checkpoint(train_dir)
@@ -316,14 +302,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         return {"checkpoint": str(ckpt)}
 
-    ckpt = stages.run("train", train, reuse=not args.retrain)["checkpoint"]
-    if args.retrain:
-        for name in ("rollout", "climatology", "score", "plots"):
-            stages.done.pop(name, None)
+    ckpt = stages.run("train", train, key=train_key, reuse=not args.retrain)["checkpoint"]
+    if not Path(ckpt).is_file():  # recorded, but deleted since: train again
+        ckpt = stages.run("train", train, key=train_key, reuse=False)["checkpoint"]
 
     skill_lead = parse_lead(args.skill_lead)
     inits = skill_inits(splits["test"], skill_lead, args.skill_inits)
     year_init = pd.Timestamp(splits["test"][0]).ceil("D")
+    rollout_key = digest(
+        checkpoint=[ckpt, Path(ckpt).stat().st_mtime_ns], store=store, inits=[str(t) for t in inits], year=[year_init, args.year_lead],
+        skill_lead=args.skill_lead,
+    )  # fmt: skip
+    # rollouts resume on their own; stores made by another checkpoint or other settings are replaced
+    replace_rollouts = stages.key("rollout") not in (None, rollout_key)
 
     def rollouts() -> dict:
         runs = [
@@ -334,7 +325,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name, init_spec, lead, batch in runs:
             cfg = RolloutConfig(
                 checkpoint=ckpt, data=store, inits=init_spec, lead=lead, out=str(out / f"{name}.zarr"),
-                batch_size=batch, overwrite=args.retrain,
+                batch_size=batch, overwrite=replace_rollouts,
             )  # fmt: skip
             try:
                 result = run_rollout(cfg)  # resumes an interrupted run; "already complete" when done
@@ -348,7 +339,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"[demo] the {name} rollout blew up: {blowups[name][0]}", file=sys.stderr)
         return {"blowups": blowups}
 
-    stages.run("rollout", rollouts, reuse=False)  # always: a finished rollout returns at once
+    stages.run("rollout", rollouts, key=rollout_key, reuse=False)  # a finished rollout returns at once
     first_year = pd.Timestamp(splits["train"][0]).year
     last_year = pd.Timestamp(splits["train"][1]).year
 
@@ -365,11 +356,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         _call("score", [*argv, "--baselines", "persistence", "climatology", "--overwrite"])
         return {}
 
-    stages.run("climatology", climatology)
-    stages.run("score", score)
+    clim_key = digest(
+        store=store, years=[first_year, last_year], variables=list(xr.open_zarr(out / "skill.zarr"))
+    )
+    stages.run("climatology", climatology, key=clim_key)
+    score_key = digest(rollout=rollout_key, climatology=clim_key)
+    stages.run("score", score, key=score_key)
     fields = _headline_fields(xr.open_zarr(out / "skill.zarr"))
     skill_leads = [x for x in ("1d", "5d") if parse_lead(x) <= skill_lead] or [args.skill_lead]
-    stages.run("plots", lambda: _plots(out, store, fields, args.year_lead, skill_leads))
+    idealised = str(store_value).startswith(DEMO_PREFIX)  # the embedded planets have no continents
+    plots_key = digest(score=score_key, leads=skill_leads, coastlines=not idealised)
+    stages.run(
+        "plots", lambda: _plots(out, store, fields, args.year_lead, skill_leads, not idealised), key=plots_key
+    )
     facts = {
         "store": store,
         "config": " + ".join(configs),

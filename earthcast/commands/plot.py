@@ -73,6 +73,12 @@ def _parser() -> argparse.ArgumentParser:
     maps.add_argument("--leads", nargs="+", required=True, help="lead times, e.g. 1d 5d 36h")
     maps.add_argument("--init", help="init time to map (default: the first)")
     maps.add_argument("--projection", default="robinson", choices=["robinson", "platecarree"])
+    maps.add_argument(
+        "--coastlines",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="draw Earth's coastlines (default); --no-coastlines for idealised planets such as the demo's",
+    )
     fields(maps)
 
     scores = sub.add_parser("scores", help="RMSE/ACC/… against lead time, with baselines")
@@ -134,6 +140,7 @@ def _run(args: argparse.Namespace) -> list[Path]:
             levels=args.levels,
             init=args.init,
             projection_name=args.projection,
+            coastlines=args.coastlines,
         )
     if args.kind == "scores":
         results = {args.name: _open_results(args.results), **_baselines(args.baseline)}

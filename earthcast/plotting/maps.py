@@ -215,14 +215,18 @@ def write_maps(
     levels: Iterable[int] | None = None,
     init: str | pd.Timestamp | None = None,
     projection_name: str = "robinson",
+    coastlines: bool = True,
 ) -> list[Path]:
-    """Write ``maps_{field}_{lead}.png`` (forecast | truth | error) for each field and lead; return the paths."""
+    """Write ``maps_{field}_{lead}.png`` (forecast | truth | error) for each field and lead; return the paths.
+
+    ``coastlines=False`` for idealised planets (the Held–Suarez demo has no continents; drawing Earth's would
+    suggest it does)."""
     out = Path(out)
     written: list[Path] = []
     for variable, level in fields_of(forecast, variables, levels):
         for lead in leads:
             panels = forecast_truth_error_panels(forecast, truth, variable, lead, level=level, init=init)
-            fig = map_figure(panels, projection_name=projection_name)
+            fig = map_figure(panels, projection_name=projection_name, coastlines=coastlines)
             name = f"maps_{file_stem(variable, level)}_{lead_label(parse_lead(lead))}.png"
             written.append(save_png(fig, out / name))
     return written

@@ -77,7 +77,9 @@ def scorecard_table(
 def plot_scorecard(
     table: pd.DataFrame, *, metric: str = "rmse", model_name: str = "model", reference_name: str = "reference"
 ) -> Figure:
-    """A red/blue colour table of ``table`` (from :func:`scorecard_table`), each cell labelled with its %."""
+    """A red/blue colour table of ``table`` (from :func:`scorecard_table`), each cell labelled with the
+    improvement over the reference in % (positive = better: for RMSE ``100·(reference − model)/reference``),
+    so the cell numbers, the colours and the colour bar all read the same way."""
     values = table.to_numpy(dtype=np.float64)
     better_sign = 1.0 if metric in HIGHER_IS_BETTER else -1.0
     improvement = better_sign * values  # > 0: better than the reference, drawn blue by "RdBu"
@@ -86,7 +88,7 @@ def plot_scorecard(
     fig = new_figure(1.2 + 0.9 * table.shape[1] + 1.6, 1.4 + 0.4 * table.shape[0])
     ax = fig.add_subplot(1, 1, 1)
     image = ax.imshow(np.ma.masked_invalid(improvement), cmap="RdBu", vmin=-span, vmax=span, aspect="auto")
-    for (i, j), value in np.ndenumerate(values):
+    for (i, j), value in np.ndenumerate(improvement):
         text = f"{value:+.1f}%" if np.isfinite(value) else "n/a"
         dark = np.isfinite(improvement[i, j]) and abs(improvement[i, j]) > 0.6 * span
         ax.text(j, i, text, ha="center", va="center", fontsize=8, color="white" if dark else "black")
@@ -94,7 +96,7 @@ def plot_scorecard(
     ax.set_yticks(range(table.shape[0]), list(table.index))
     ax.set_xlabel("lead time")
     ax.set_title(
-        f"{metric.upper()}: {model_name} vs {reference_name} (% difference; blue = better)", fontsize=10
+        f"{metric.upper()}: {model_name} vs {reference_name} (% improvement; blue = better)", fontsize=10
     )
     fig.colorbar(image, ax=ax, label="improvement over reference [%]")
     return fig
