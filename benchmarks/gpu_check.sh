@@ -5,6 +5,10 @@
 # Needs torch (CUDA) and triton; earthcast itself need not be installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [ -n "${TRITON_INTERPRET:-}" ]; then
+  echo "gpu_check: TRITON_INTERPRET is set, so Triton would interpret the kernels; unset it to check and time them" >&2
+  exit 2
+fi
 
 # earthcast maps earthcast.models -> models/ etc. (setuptools package-dir), so plain PYTHONPATH is not enough.
 # An editable install without dependencies and without build isolation works offline; if it cannot run,

@@ -6,101 +6,29 @@ Expected values are built independently in NumPy from the arrays written into th
 
 from __future__ import annotations
 
-import logging
-import os
 import sys
 import zipfile
-from pathlib import Path
 
 import eccodes  # the `convert` extra (eccodes, cfgrib, h5netcdf[h5py]) is part of `dev`
-import h5py
 import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
+from convert_helpers import LAT_DESC, LON, UNITS, WB2, H, W, field, new_cds, series, six_hourly
 
 from earthcast.commands.data import main as data_main
 from earthcast.datasets.convert import convert_to_wb2
 from earthcast.datasets.store import open_store
 from earthcast.errors import (
     ConfigError,
-    CorruptChunkError,
-    DataError,
-    GridError,
     MissingDependencyError,
-    StoreNotFoundError,
 )
-
-LAT_DESC = np.array([60.0, 55.0, 50.0, 45.0])  # CDS order: north to south
-LON = np.arange(0.0, 16.0, 2.0)
-H, W = LAT_DESC.size, LON.size
-CDS_ATTRS = {
-    "GRIB_paramId": 130,
-    "GRIB_shortName": "t",
-    "GRIB_typeOfLevel": "isobaricInhPa",
-    "GRIB_units": "K",
-}
-UNITS = {
-    "t": "K",
-    "z": "m**2 s**-2",
-    "q": "kg kg**-1",
-    "t2m": "K",
-    "msl": "Pa",
-    "u10": "m s**-1",
-    "lsm": "(0 - 1)",
-    "tp": "m",
-}
-WB2 = {
-    "t": "temperature",
-    "z": "geopotential",
-    "q": "specific_humidity",
-    "t2m": "2m_temperature",
-    "msl": "mean_sea_level_pressure",
-    "u10": "10m_u_component_of_wind",
-    "lsm": "land_sea_mask",
-}
-
-
-def _times(start: str, n: int) -> pd.DatetimeIndex:
-    return pd.date_range(start, periods=n, freq="6h")
-
-
-def _field(rng: np.random.Generator, shape: tuple[int, ...], offset: float) -> np.ndarray:
-    return (offset + 10.0 * rng.random(shape)).astype(np.float32)
-
-
-def _new_cds(path: Path, times: pd.DatetimeIndex, names: list[str], *, seed: int, levels=None, lat=LAT_DESC):
-    """A netCDF file as the new CDS (since 2024) writes it; returns the data written, by short name."""
-    rng = np.random.default_rng(seed)
-    coords = {
-        "valid_time": ("valid_time", times.values, {"standard_name": "time"}),
-        "latitude": ("latitude", lat, {"units": "degrees_north"}),
-        "longitude": ("longitude", LON, {"units": "degrees_east"}),
-        "number": ((), 0),
-        "expver": ("valid_time", np.array(["0001"] * (times.size - 1) + ["0005"])),
-    }
-    dims = ["valid_time", "latitude", "longitude"]
-    if levels is not None:
-        coords["pressure_level"] = ("pressure_level", np.asarray(levels, float), {"units": "hPa"})
-        dims.insert(1, "pressure_level")
-    shape = (times.size, lat.size, W) if levels is None else (times.size, len(levels), lat.size, W)
-    data = {name: _field(rng, shape, 1000.0 if name in ("z", "msl") else 270.0) for name in names}
-    ds = xr.Dataset(
-        {
-            n: (dims, v, {**CDS_ATTRS, "GRIB_shortName": n, "units": UNITS[n], "long_name": n})
-            for n, v in data.items()
-        },
-        coords=coords,
-        attrs={"GRIB_centre": "ecmf", "Conventions": "CF-1.7", "institution": "ECMWF"},
-    )
-    ds.to_netcdf(path, encoding={n: {"zlib": True, "chunksizes": (1, *v.shape[1:])} for n, v in data.items()})
-    return data
 
 
 def test_new_cds_netcdf_round_trip_merges_single_and_pressure_levels(tmp_path):
-    times = _times("2020-01-01", 5)
-    pl = _new_cds(tmp_path / "pl.nc", times, ["t", "z", "q"], seed=1, levels=[1000, 850, 500])
-    sl = _new_cds(tmp_path / "sl.nc", times, ["t2m", "msl", "u10", "lsm"], seed=2)
+    times = six_hourly("2020-01-01", 5)
+    pl = new_cds(tmp_path / "pl.nc", times, ["t", "z", "q"], seed=1, levels=[1000, 850, 500])
+    sl = new_cds(tmp_path / "sl.nc", times, ["t2m", "msl", "u10", "lsm"], seed=2)
     out = convert_to_wb2([tmp_path / "pl.nc", tmp_path / "sl.nc"], tmp_path / "era5.zarr", progress=False)
 
     ds = open_store(out)
@@ -172,15 +100,15 @@ def _grib_message(short: str, when: pd.Timestamp, values: np.ndarray, level: int
 
 def test_grib_round_trip_within_packing_tolerance(tmp_path):
     rng = np.random.default_rng(3)
-    times = _times("2021-06-01", 3)
+    times = six_hourly("2021-06-01", 3)
     levels = [850, 500]
     written = {
-        "t": _field(rng, (3, 2, H, W), 250.0),
-        "z": _field(rng, (3, 2, H, W), 50000.0),
-        "2t": _field(rng, (3, H, W), 280.0),
-        "10u": _field(rng, (3, H, W), -5.0),  # at 10 m where 2t is at 2 m: two cfgrib hypercubes
-        "msl": _field(rng, (3, H, W), 101000.0),
-        "tp": _field(rng, (3, H, W), 0.0) * 1e-4,
+        "t": field(rng, (3, 2, H, W), 250.0),
+        "z": field(rng, (3, 2, H, W), 50000.0),
+        "2t": field(rng, (3, H, W), 280.0),
+        "10u": field(rng, (3, H, W), -5.0),  # at 10 m where 2t is at 2 m: two cfgrib hypercubes
+        "msl": field(rng, (3, H, W), 101000.0),
+        "tp": field(rng, (3, H, W), 0.0) * 1e-4,
     }
     with open(tmp_path / "era5.grib", "wb") as f:
         for i, when in enumerate(times):
@@ -213,7 +141,7 @@ def test_grib_round_trip_within_packing_tolerance(tmp_path):
 
 
 def test_old_cds_expver_dimension_is_merged(tmp_path):
-    times = _times("2023-03-01", 4)
+    times = six_hourly("2023-03-01", 4)
     nan = np.nan
     # ERA5 (1) holds the first three steps, ERA5T (5) the last two; at step 2 both are valid: ERA5 wins.
     era5 = np.array([280.5, 281.0, 282.5, nan], dtype=np.float32)
@@ -241,118 +169,6 @@ def test_old_cds_expver_dimension_is_merged(tmp_path):
     assert np.all(got.values == got.values[:, :1, :1])
 
 
-def _series(tmp_path: Path, starts: list[str]) -> tuple[list[Path], dict[pd.Timestamp, np.ndarray]]:
-    """Single-level files of three 6-hourly steps each; returns the paths and the t2m field at each time."""
-    paths, truth = [], {}
-    for i, start in enumerate(starts):
-        path = tmp_path / "in" / f"part{i}.nc"
-        path.parent.mkdir(exist_ok=True)
-        times = _times(start, 3)
-        data = _new_cds(path, times, ["t2m", "msl"], seed=10 + i)
-        for k, when in enumerate(times):
-            truth.setdefault(when, data["t2m"][k, ::-1])  # the first file in time order wins a duplicate
-        paths.append(path)
-    return paths, truth
-
-
-def _converted(caplog) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.getMessage().startswith("Converted ")]
-
-
-def _break_chunk(path: Path, index: int) -> tuple[bytes, os.stat_result]:
-    """Overwrite compressed chunk ``index`` of t2m in a netCDF-4 file (its header still opens), keeping the
-    modification time; returns the original bytes and stat to restore it."""
-    original, stat = path.read_bytes(), path.stat()
-    with h5py.File(path, "r") as f:
-        info = f["t2m"].id.get_chunk_info(index)
-    broken = bytearray(original)
-    broken[info.byte_offset : info.byte_offset + info.size] = b"\xff" * info.size
-    path.write_bytes(bytes(broken))
-    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-    return original, stat
-
-
-def test_many_files_join_and_resume_after_interruption(tmp_path, caplog):
-    caplog.set_level(logging.INFO, logger="earthcast.datasets.convert")
-    # part0 and part1 overlap at 2020-01-01T12 (overlapping downloads): part1's copy is dropped.
-    paths, truth = _series(tmp_path, ["2020-01-01", "2020-01-01T12", "2020-01-02T06", "2020-01-03"])
-    reference = convert_to_wb2(tmp_path / "in", tmp_path / "ref.zarr", chunks={"time": 2}, progress=False)
-    assert any(
-        "1 time step(s) also in" in r.getMessage() and "part1.nc" in r.getMessage() for r in caplog.records
-    )
-    ref = open_store(reference)
-    assert ref["time"].size == 11
-    np.testing.assert_array_equal(ref["time"].values, np.array(sorted(truth), dtype="datetime64[ns]"))
-    np.testing.assert_array_equal(ref["2m_temperature"].values, np.stack([truth[t] for t in sorted(truth)]))
-    assert ref["2m_temperature"].encoding["chunks"] == (2, H, W)
-
-    # Interrupt: the third file in time order has a corrupt compressed chunk (its header still opens).
-    original, stat = _break_chunk(paths[2], 1)
-    caplog.clear()
-    with pytest.raises(CorruptChunkError, match=r"part2\.nc"):
-        convert_to_wb2(tmp_path / "in", tmp_path / "era5.zarr", chunks={"time": 2}, progress=False)
-    assert len(_converted(caplog)) == 2
-    assert not (tmp_path / "era5.zarr").exists()  # no final store while unfinished
-    partial, record = sorted(tmp_path.glob(".era5.zarr.partial-convert-*"))  # the store and its record
-    assert partial.is_dir() and record.name == partial.name + ".json"
-
-    # The download is repaired (same bytes, same modification time): only the two remaining files run.
-    paths[2].write_bytes(original)
-    os.utime(paths[2], ns=(stat.st_atime_ns, stat.st_mtime_ns))
-    caplog.clear()
-    out = convert_to_wb2(tmp_path / "in", tmp_path / "era5.zarr", chunks={"time": 2}, progress=False)
-    assert [m.split()[1] for m in _converted(caplog)] == [str(paths[2].resolve()), str(paths[3].resolve())]
-    assert any(r.getMessage().startswith("Resuming era5.zarr: 2 of 4") for r in caplog.records)
-    xr.testing.assert_identical(open_store(out).load(), ref.load())
-    assert not list(tmp_path.glob(".era5.zarr.*"))
-
-
-def test_partial_store_is_not_reused_with_other_settings(tmp_path, caplog):
-    caplog.set_level(logging.INFO, logger="earthcast.datasets.convert")
-    paths, _ = _series(tmp_path, ["2020-01-01", "2020-01-02"])
-    original, stat = _break_chunk(paths[1], 0)
-    with pytest.raises(CorruptChunkError, match=r"part1\.nc"):
-        convert_to_wb2(paths, tmp_path / "s.zarr", chunks={"time": 2}, progress=False)
-    paths[1].write_bytes(original)
-    os.utime(paths[1], ns=(stat.st_atime_ns, stat.st_mtime_ns))
-    caplog.clear()
-    convert_to_wb2(
-        paths, tmp_path / "s.zarr", chunks={"time": 3}, progress=False
-    )  # same inputs, other chunks
-    assert len(_converted(caplog)) == 2
-    assert any(r.getMessage().startswith("Removing") for r in caplog.records)
-    assert not any("Resuming" in r.getMessage() for r in caplog.records)
-    assert open_store(tmp_path / "s.zarr")["2m_temperature"].encoding["chunks"] == (3, H, W)
-    assert not list(tmp_path.glob(".s.zarr.*"))
-
-
-def test_file_on_another_grid_or_with_other_variables_is_named(tmp_path):
-    _new_cds(tmp_path / "a.nc", _times("2020-01-01", 2), ["t2m", "msl"], seed=1)
-    _new_cds(tmp_path / "b.nc", _times("2020-01-01T12", 2), ["t2m", "msl"], seed=2)
-    _new_cds(tmp_path / "grid.nc", _times("2020-01-02", 2), ["t2m", "msl"], seed=3, lat=LAT_DESC + 0.25)
-    _new_cds(tmp_path / "vars.nc", _times("2020-01-01", 4), ["t2m", "u10"], seed=4)  # same times as a + b
-    with pytest.raises(GridError, match=r"grid\.nc is on another grid"):
-        convert_to_wb2([tmp_path / "a.nc", tmp_path / "b.nc", tmp_path / "grid.nc"], tmp_path / "x.zarr")
-    with pytest.raises(
-        DataError, match=r"vars\.nc hold\(s\) the variables \['10m_u_component_of_wind', '2m_temperature'\]"
-    ):
-        convert_to_wb2([tmp_path / "a.nc", tmp_path / "b.nc", tmp_path / "vars.nc"], tmp_path / "x.zarr")
-    assert not list(tmp_path.glob("*.zarr")) and not list(tmp_path.glob(".x.zarr*"))
-
-
-def test_missing_and_corrupt_inputs(tmp_path):
-    with pytest.raises(StoreNotFoundError, match=r"nope\.nc"):
-        convert_to_wb2(tmp_path / "nope.nc", tmp_path / "x.zarr")
-    with pytest.raises(StoreNotFoundError, match="matches no files"):
-        convert_to_wb2(str(tmp_path / "*.grib"), tmp_path / "x.zarr")
-    (tmp_path / "page.nc").write_text("<html>Service unavailable</html>")
-    with pytest.raises(CorruptChunkError, match=r"page\.nc is neither netCDF nor GRIB"):
-        convert_to_wb2(tmp_path / "page.nc", tmp_path / "x.zarr")
-    (tmp_path / "cut.nc").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 64)
-    with pytest.raises(CorruptChunkError, match=r"cut\.nc"):
-        convert_to_wb2(tmp_path / "cut.nc", tmp_path / "x.zarr")
-
-
 def test_grib_without_cfgrib_names_the_extra(tmp_path, monkeypatch):
     with open(tmp_path / "a.grib", "wb") as f:
         h = _grib_message("2t", pd.Timestamp("2020-01-01"), np.zeros((H, W)), None)
@@ -367,9 +183,9 @@ def test_grib_without_cfgrib_names_the_extra(tmp_path, monkeypatch):
 
 def test_zipped_new_cds_download(tmp_path):
     """The new CDS zips a netCDF request that mixes instantaneous and accumulated variables."""
-    times = _times("2024-10-01", 3)
-    instant = _new_cds(tmp_path / "data_stream-oper_stepType-instant.nc", times, ["t2m"], seed=7)
-    accum = _new_cds(tmp_path / "data_stream-oper_stepType-accum.nc", times, ["tp"], seed=8)
+    times = six_hourly("2024-10-01", 3)
+    instant = new_cds(tmp_path / "data_stream-oper_stepType-instant.nc", times, ["t2m"], seed=7)
+    accum = new_cds(tmp_path / "data_stream-oper_stepType-accum.nc", times, ["tp"], seed=8)
     with zipfile.ZipFile(tmp_path / "download.zip", "w") as archive:
         for name in ("data_stream-oper_stepType-instant.nc", "data_stream-oper_stepType-accum.nc"):
             archive.write(tmp_path / name, name)
@@ -421,7 +237,7 @@ def test_cmems_ocean_netcdf_keeps_names_and_maps_depth_to_level(tmp_path):
 
 
 def test_cli_convert_glob_prints_the_store(tmp_path, capsys):
-    _series(tmp_path, ["2020-01-01", "2020-01-01T18"])
+    series(tmp_path, ["2020-01-01", "2020-01-01T18"])
     assert (
         data_main(
             [
