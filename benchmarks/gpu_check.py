@@ -257,7 +257,8 @@ def backbone_step() -> None:
 def main() -> None:
     if os.environ.get("TRITON_INTERPRET"):
         sys.exit(
-            "gpu_check: TRITON_INTERPRET is set, so Triton would interpret the kernels; unset it to check and time them"
+            "gpu_check: TRITON_INTERPRET is set, so Triton would interpret the kernels; "
+            "unset it to check and time them"
         )
     if not torch.cuda.is_available():
         sys.exit("gpu_check: no CUDA device visible; run this on the GPU machine")

@@ -8,8 +8,9 @@ exactly as training would catch them), then:
 - the data: the data module is built (it checks variables, levels, static fields, grid and step against the
   store) and every split must hold at least one window;
 - the model: known name and size, valid settings, channel counts, a grid large enough for the V-cycle's
-  coarsenings, the grid geometry and paired vector components, a rollout curriculum that fits ``data.n_target``, and (for
-  models up to ``FORWARD_CHECK_PARAMS`` parameters) one real forward pass on the data's shapes;
+  coarsenings, the grid geometry and paired vector components, a rollout curriculum that fits
+  ``data.n_target``, and (for models up to ``FORWARD_CHECK_PARAMS`` parameters) one real forward pass on the
+  data's shapes;
 - the trainer: a CUDA accelerator on a machine without one is noted.
 
 Prints a short OK summary, or the list of problems with their fixes and exits 1.
@@ -203,7 +204,8 @@ def check(paths: Sequence[str], timeout: float = 20.0) -> tuple[list[str], list[
                         f"the {split} split {dm.splits[split]} holds no complete window of "
                         f"{dm.spec.length} steps; widen data.{split}"
                     )
-            grid = f"{wb2_grid_name(manifest.latitude, manifest.longitude) or 'custom'}, {manifest.grid_geometry.kind}"
+            name = wb2_grid_name(manifest.latitude, manifest.longitude) or "custom"
+            grid = f"{name}, {manifest.grid_geometry.kind}"
             lines.append(
                 f"data: {data.store} — {len(manifest.state)} state channels on {manifest.grid_shape[1]}x"
                 f"{manifest.grid_shape[0]} lon x lat ({grid}), step {data.step}, windows "

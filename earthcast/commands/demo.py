@@ -310,9 +310,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     inits = skill_inits(splits["test"], skill_lead, args.skill_inits)
     year_init = pd.Timestamp(splits["test"][0]).ceil("D")
     rollout_key = digest(
-        checkpoint=[ckpt, Path(ckpt).stat().st_mtime_ns], store=store, inits=[str(t) for t in inits], year=[year_init, args.year_lead],
+        checkpoint=[ckpt, Path(ckpt).stat().st_mtime_ns],
+        store=store,
+        inits=[str(t) for t in inits],
+        year=[year_init, args.year_lead],
         skill_lead=args.skill_lead,
-    )  # fmt: skip
+    )
     # rollouts resume on their own; stores made by another checkpoint or other settings are replaced
     replace_rollouts = stages.key("rollout") not in (None, rollout_key)
 

@@ -2,7 +2,8 @@
 
 Only the N most recent normalised states of each (init, member) are held. Forcings are computed
 analytically at each valid time (a limited-area model's lateral boundary is read from the truth store there);
-statics come from the truth store. Writers and online aggregators consume the steps; the restart record saves ``RolloutStep.state`` to continue bit-identically.
+statics come from the truth store. Writers and online aggregators consume the steps; the restart record saves
+``RolloutStep.state`` to continue bit-identically.
 
 Ensembles: member 0 is the unperturbed control unless ``Ensemble.perturb_control``; every other member adds
 ``amplitude`` × N(0, 1) noise in normalised units to its initial condition (the same noise field on all N
