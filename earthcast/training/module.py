@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from earthcast.datasets.boundary import manifest_forcings
 from earthcast.datasets.channels import ChannelManifest
 from earthcast.datasets.statistics import NormStats
 from earthcast.datasets.time_axis import advance_times
@@ -32,6 +33,7 @@ from earthcast.training.checks import (
     describe_non_finite,
 )
 from earthcast.training.forecaster import Forecaster, rollout, valid_times
+from earthcast.training.freerun import free_run_diagnostics
 from earthcast.training.losses import area_weights, channel_weights, squared_error_sums, weighted_mse
 from earthcast.training.normalizer import Normalizer
 from earthcast.training.schedules import normalize_schedule, rollout_steps, warmup_cosine
@@ -84,6 +86,10 @@ class ForecastModule(L.LightningModule):
         offload_activations: keep saved activations in host memory (``save_on_cpu``).
         ema_decay: keep an exponential moving average of the weights, used for validation and prediction.
         val_steps: leads validated (default: every target lead of the validation batch).
+        free_run_steps: at the end of each validation, roll out this many steps from the first validation
+            sample and log ``val/free_run/*`` (finite steps, max |z|, drift, spectrum ratio;
+            :mod:`earthcast.training.freerun`); 0 = off, and always off for a boundary-forced model, whose
+            boundary needs the truth at every step.
 
     Logged: ``train/loss``, ``train/rollout_steps``, ``val/loss`` and ``val/rmse/<channel>/<lead>h`` (WB2
     area-weighted RMSE in physical units over the validation set, masked points excluded; the lead is
@@ -110,6 +116,7 @@ class ForecastModule(L.LightningModule):
         offload_activations: bool = False,
         ema_decay: float | None = None,
         val_steps: int | None = None,
+        free_run_steps: int = 0,
     ) -> None:
         super().__init__()
         self.manifest, self.stats = _manifest(manifest), _stats(stats)
@@ -136,6 +143,7 @@ class ForecastModule(L.LightningModule):
         self.placeholder = None if self.trainable else torch.nn.Parameter(torch.zeros(()))
         self.step_ns = round(self.manifest.time_step_hours * 3600e9)  # a calendar step's mean length
         self._val_sums: dict[str, torch.Tensor] = {}
+        self._free_run_start: dict[str, torch.Tensor] | None = None
 
     @property
     def model(self) -> torch.nn.Module:
@@ -254,10 +262,40 @@ class ForecastModule(L.LightningModule):
                 self.log(f"{prefix}/rmse/{name}/{lead}", rmse[k, c].float(), rank_zero_only=True)
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        if batch_idx == 0 and self.hparams.free_run_steps and not self.manifest.boundary_width:
+            self._free_run_start = {k: batch[k][:1] for k in ("inputs", "static", "time", "mask")}
         return self._eval_step(batch, "val")
 
     def on_validation_epoch_end(self) -> None:
         self._log_rmse("val")
+        start = self._free_run_start
+        if start is not None:
+            for name, value in self.free_run(start, self.hparams.free_run_steps).items():
+                self.log(f"val/free_run/{name}", value, sync_dist=True)
+            self._free_run_start = None
+
+    @torch.no_grad()
+    def free_run(self, start: dict[str, torch.Tensor], steps: int) -> dict[str, float]:
+        """Roll the evaluation model out ``steps`` steps from one normalised sample (inputs (1, N, C, H, W),
+        static, time (1,), mask (1, H, W)) as the rollout engine does (analytic forcings at the true times,
+        masked points held at normalised 0) and return :func:`~earthcast.training.freerun.free_run_diagnostics`."""
+        window, static, mask = start["inputs"].float(), start["static"].float(), start["mask"].bool()
+        n = window.shape[1]
+        init = start["time"].cpu().numpy().astype("datetime64[ns]")
+        offsets = np.arange(-(n - 1), steps + 1)
+        times = advance_times(init[:, None], offsets[None, :], self.manifest.model_step)[0]  # (N + K,)
+        forcings = torch.from_numpy(manifest_forcings(self.manifest, times, None)).to(window.device)
+        forcings = self.normalizer.normalize_forcings(forcings)[None]  # (1, N + K, F, H, W)
+        valid = torch.from_numpy(times[n:].astype(np.int64)).to(window.device)
+        model, preds = self.eval_model, []
+        for k in range(steps):
+            nxt = model(window, static, forcings[:, k : k + n + 1], valid[k : k + 1]).float()
+            nxt = torch.where(mask[:, None], nxt, 0.0)
+            preds.append(nxt[0])
+            window = torch.cat([window[:, 1:], nxt[:, None]], dim=1)
+        return free_run_diagnostics(
+            torch.stack(preds), start["inputs"][0, -1].float(), self.lat_weights, mask[0]
+        )
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         return self._eval_step(batch, "test")
