@@ -108,7 +108,7 @@ def make_latitude_increasing(ds: xr.Dataset) -> xr.Dataset:
     )
 
 
-def contiguous_longitudes(lon: np.ndarray) -> np.ndarray:
+def contiguous_longitudes(lon: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The index order and values that make a longitude axis contiguous.
 
     Global axes (n·Δλ = 360°) come out ascending in 0…360, as WB2 lays them out. A regional box stays in one
@@ -117,23 +117,23 @@ def contiguous_longitudes(lon: np.ndarray) -> np.ndarray:
     across the date line may run past 180 up to 360 and beyond, e.g. 170…190).
 
     Returns:
-        (2, W): row 0 the index order (as float), row 1 the new longitudes in degrees east.
+        (W,) int64 index order, and (W,) float64 new longitudes in degrees east.
     """
     wrapped = np.mod(lon, 360.0)
     order = np.argsort(wrapped, kind="stable")
     ring = wrapped[order]
     if ring.size < 2:
-        return np.stack([order.astype(np.float64), ring])
+        return order, ring
     gaps = np.diff(np.concatenate([ring, [ring[0] + 360.0]]))
     step = float(np.median(gaps[:-1])) if ring.size > 2 else float(gaps[0])
     if abs(ring.size * step - 360.0) <= GRID_TOLERANCE_DEG:
-        return np.stack([order.astype(np.float64), ring])
+        return order, ring
     start = (int(np.argmax(gaps)) + 1) % ring.size
     order = np.roll(order, -start)
     values = np.unwrap(np.roll(ring, -start), period=360.0)
     if values[-1] >= 360.0:
         values -= 360.0
-    return np.stack([order.astype(np.float64), values])
+    return order, values
 
 
 def make_longitude_contiguous(ds: xr.Dataset) -> xr.Dataset:
@@ -143,7 +143,6 @@ def make_longitude_contiguous(ds: xr.Dataset) -> xr.Dataset:
         return ds
     lon = ds["longitude"].values.astype(np.float64)
     order, values = contiguous_longitudes(lon)
-    order = order.astype(np.int64)
     if np.array_equal(order, np.arange(lon.size)) and np.array_equal(values, lon):
         return ds
     out = ds.isel(longitude=order)
