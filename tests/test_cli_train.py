@@ -134,7 +134,8 @@ def test_checkpoint_is_self_describing_and_loads_weights_only(runs: dict[str, Pa
     assert meta["version"] == earthcast.__version__
     assert meta["grid"] == {"name": None, "shape": [16, 32], "geometry": "global"}
     assert meta["config"]["data"]["store"] == str(stores["truth"])
-    assert meta["config"]["model"]["size"] == "tiny"
+    assert meta["config"]["model"]["class_path"] == "earthcast.training.module.ForecastModule"
+    assert meta["config"]["model"]["init_args"]["size"] == "tiny"
     assert meta["config"]["trainer"]["max_epochs"] == 2
 
 

@@ -214,7 +214,7 @@ def test_bad_inputs_give_clear_errors(trained, tmp_path: Path):
         run(inits="2020-01-01T00")  # the second input step is before the store starts
     corrupt = tmp_path / "corrupt.ckpt"
     corrupt.write_bytes(ckpt.read_bytes()[:5000])
-    with pytest.raises(ValueError, match="not a readable earthcast checkpoint"):
+    with pytest.raises(ValueError, match="not a readable PyTorch checkpoint"):
         run(checkpoint=str(corrupt))
     (tmp_path / "other.zarr").mkdir()
     with pytest.raises(FileExistsError, match="not an earthcast rollout store"):

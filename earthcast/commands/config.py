@@ -123,6 +123,21 @@ def _placeholder_stats(manifest: ChannelManifest) -> NormStats:
     )
 
 
+def planner_problems(model: Any) -> list[str]:
+    """A planner config (``model.class_path`` a BeamVQ or SFP module) must name the checkpoints it builds on."""
+    args, name = model.init_args, str(model.class_path).rsplit(".", 1)[-1]
+    needed = []
+    if name == "BeamVQModule" or (name == "SFPModule" and args.get("stage") == "agent"):
+        needed.append("base_checkpoint")
+    if name == "SFPModule" and args.get("stage") == "agent":
+        needed.append("world_model_checkpoint")
+    return [
+        f"model.init_args.{key} is required for {name}: pass the trained checkpoint (--model.init_args.{key} PATH)"
+        for key in needed
+        if not args.get(key)
+    ]
+
+
 def check_model(model: Any, manifest: ChannelManifest | None, n_target: int | None) -> tuple[list[str], str]:
     """Problems with the model section (against the data's manifest when known) and a one-line summary."""
     problems: list[str] = []
@@ -217,10 +232,13 @@ def check(paths: Sequence[str], timeout: float = 20.0) -> tuple[list[str], list[
         problems.append(f"data: cannot open {data.store!r}: {err}. Fix: pip install 'earthcast[cloud]'")
     except (KeyError, ValueError, FileNotFoundError, OSError) as err:
         problems.append(f"data: {err.args[0] if err.args else err!r}")
-    model_problems, summary = check_model(cfg.model, manifest, data.n_target)
-    problems += model_problems
+    model_problems, summary = check_model(cfg.model.init_args, manifest, data.n_target)
+    problems += model_problems + planner_problems(cfg.model)
     if summary:
         lines.append(f"model: {summary}")
+    module = str(cfg.model.class_path).rsplit(".", 1)[-1]
+    if module != "ForecastModule" and not model_problems:
+        lines.append(f"planner: {module} on that forecaster")
     accelerator = str(cfg.trainer.accelerator)
     if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
         lines.append(f"note: trainer.accelerator is {accelerator!r} but this machine has no CUDA device")

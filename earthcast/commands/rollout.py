@@ -18,6 +18,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from earthcast.planners.aggregate import AGGREGATORS
+from earthcast.planners.inference import PlanSettings
+from earthcast.planners.scoring import CRITICS
 from earthcast.rollout.session import RolloutConfig, run_rollout
 from earthcast.rollout.timing import INITS_HELP
 
@@ -30,7 +33,13 @@ def build_parser() -> argparse.ArgumentParser:
         prog="earthcast rollout",
         description="Roll a trained checkpoint out from truth initial conditions into a WB2 by-init Zarr store.",
     )
-    p.add_argument("--ckpt", required=True, help="checkpoint written by `earthcast fit` (.ckpt)")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--ckpt", help="checkpoint written by `earthcast fit` (.ckpt)")
+    which.add_argument(
+        "--planner",
+        metavar="CKPT",
+        help="a planner's checkpoint (BeamVQ or SFP): plan every step with --critic; members are its best beams",
+    )
     p.add_argument(
         "--data", required=True, help="truth store the initial conditions and static fields come from"
     )
@@ -62,6 +71,20 @@ def build_parser() -> argparse.ArgumentParser:
         default=50.0,
         help="stop a member when |normalised value| exceeds this (default 50; inf checks only NaN/Inf)",
     )
+    plan = p.add_argument_group("planning (with --planner)")
+    plan.add_argument(
+        "--critic", default="learned", choices=CRITICS, help="inference critic (default learned)"
+    )
+    plan.add_argument("--horizon", type=int, default=1, help="leads searched ahead at each step (default 1)")
+    plan.add_argument("--beam-width", type=int, default=4, help="beams kept (default 4)")
+    plan.add_argument("--expansions", type=int, help="candidates per beam (default: the head's K)")
+    plan.add_argument(
+        "--aggregator",
+        default="argmax",
+        choices=AGGREGATORS,
+        help="how the final beams combine (default argmax)",
+    )
+    plan.add_argument("--top-m", type=int, default=1, help="beams averaged by --aggregator top_m")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--overwrite", action="store_true", help="replace an existing rollout output")
@@ -72,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run ``earthcast rollout``; returns 0 when done, 3 if a member blew up."""
     args = build_parser().parse_args(argv)
     cfg = RolloutConfig(
-        checkpoint=args.ckpt,
+        checkpoint=args.ckpt or args.planner,
         data=args.data,
         inits=args.inits,
         lead=args.lead,
@@ -87,6 +110,11 @@ def main(argv: list[str] | None = None) -> int:
         device=args.device,
         progress=not args.no_progress,
         overwrite=args.overwrite,
+        planner=None
+        if args.planner is None
+        else PlanSettings(
+            args.critic, args.horizon, args.beam_width, args.expansions, args.aggregator, args.top_m
+        ),
     )
     result = run_rollout(cfg)
     if result.status == "already complete":

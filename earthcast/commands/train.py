@@ -23,12 +23,10 @@ from __future__ import annotations
 import os
 import sys
 import warnings
-import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar, RichProgressBar
@@ -44,9 +42,12 @@ from earthcast.datasets.store import resolve_store
 from earthcast.errors import CheckpointError, EarthcastError
 from earthcast.grids import wb2_grid_name
 from earthcast.training import ForecastModule, IncompatibleCheckpointError
+from earthcast.training.checkpoints import module_class_path, read_checkpoint
 
 DEFAULT_ROOT_DIR = "outputs"
 DEFAULT_SEED = 42
+FORECAST_MODULE = "earthcast.training.ForecastModule"
+"""The model class of a config that names none (planners name theirs with ``model.class_path``)."""
 LINKED_FROM_DATA = ("manifest", "stats", "n_input")
 """ForecastModule arguments that the CLI links from the data module."""
 
@@ -55,36 +56,6 @@ def find_last_checkpoint(root: str | os.PathLike) -> Path | None:
     """The most recently written ``last*.ckpt`` anywhere under ``root``, or None."""
     candidates = [p for p in Path(root).rglob("last*.ckpt") if p.is_file()]
     return max(candidates, key=lambda p: p.stat().st_mtime) if candidates else None
-
-
-def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """Load a checkpoint with ``weights_only=True`` (memory-mapped, so large files cost little) and check
-    that it carries earthcast metadata. Raises :class:`CheckpointError` naming the problem and the fix."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(
-            f"no checkpoint file at {str(path)!r}; check the path (or use --ckpt_path last)"
-        )
-    if not zipfile.is_zipfile(path):
-        raise CheckpointError(
-            f"{str(path)!r} is not a readable PyTorch checkpoint (truncated or corrupt: "
-            f"{path.stat().st_size} bytes, no zip directory). It was probably cut off while being written; "
-            "use an earlier checkpoint, e.g. the epoch=…-step=….ckpt next to it."
-        )
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as err:  # torch raises RuntimeError/UnpicklingError/EOFError for damaged files
-        raise CheckpointError(
-            f"{str(path)!r} could not be loaded with weights_only=True ({type(err).__name__}: "
-            f"{str(err).splitlines()[0] if str(err) else ''}). The file is damaged or holds arbitrary Python "
-            "objects; use a checkpoint written by `earthcast fit`."
-        ) from err
-    if not isinstance(checkpoint, dict) or "earthcast" not in checkpoint or "state_dict" not in checkpoint:
-        raise CheckpointError(
-            f"{str(path)!r} is a PyTorch file but not an earthcast checkpoint (no 'earthcast' metadata "
-            "with the channel manifest and statistics); use a checkpoint written by `earthcast fit`."
-        )
-    return checkpoint
 
 
 def fill_climatology_source(model: Any, data: Any) -> None:
@@ -147,6 +118,7 @@ class EarthcastCLI(LightningCLI):
             super().__init__(
                 ForecastModule,
                 WB2DataModule,
+                subclass_mode_model=True,
                 seed_everything_default=DEFAULT_SEED,
                 trainer_defaults={"default_root_dir": DEFAULT_ROOT_DIR},
                 args=list(args) if args is not None else None,
@@ -155,12 +127,14 @@ class EarthcastCLI(LightningCLI):
 
     # ------------------------------------------------------------------ parsing
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.set_defaults({"model.model_settings": {}})
-        parser.link_arguments("data.n_input", "model.n_input")
+        parser.set_defaults({"model": {"class_path": FORECAST_MODULE, "init_args": {"model_settings": {}}}})
+        parser.link_arguments("data.n_input", "model.init_args.n_input")
         parser.link_arguments(
-            "data.manifest", "model.manifest", lambda m: m.to_dict(), apply_on="instantiate"
+            "data.manifest", "model.init_args.manifest", lambda m: m.to_dict(), apply_on="instantiate"
         )
-        parser.link_arguments("data.stats", "model.stats", lambda s: s.to_dict(), apply_on="instantiate")
+        parser.link_arguments(
+            "data.stats", "model.init_args.stats", lambda s: s.to_dict(), apply_on="instantiate"
+        )
 
     def _prepare_subcommand_parser(
         self, klass: type, subcommand: str, **kwargs: Any
@@ -208,7 +182,8 @@ class EarthcastCLI(LightningCLI):
             if k not in LINKED_FROM_DATA and not k.startswith("_")
         }
         if hparams:
-            self.config = self.parser.parse_object({self.config.subcommand: {"model": hparams}}, self.config)
+            model = {"class_path": module_class_path(checkpoint), "init_args": hparams}
+            self.config = self.parser.parse_object({self.config.subcommand: {"model": model}}, self.config)
 
     # ------------------------------------------------------------------ instantiation
     def _set_seed(self) -> None:
@@ -224,8 +199,16 @@ class EarthcastCLI(LightningCLI):
         sub = self.subcommand
         data = resolved[sub].data if sub else resolved.data
         data.store = resolve_store(data.store)
-        fill_climatology_source(resolved[sub].model if sub else resolved.model, data)
-        self.config_init = self.parser.instantiate_classes(resolved)
+        fill_climatology_source((resolved[sub] if sub else resolved).model.init_args, data)
+        try:
+            self.config_init = self.parser.instantiate_classes(resolved)
+        except ValueError as err:  # jsonargparse wraps what a class raised: surface earthcast's own error
+            cause = err
+            while cause is not None and not isinstance(cause, EarthcastError):
+                cause = cause.__cause__
+            if cause is None:
+                raise
+            raise cause from None
         self.datamodule = self._get(self.config_init, "data")
         self.model = self._get(self.config_init, "model")
         self._add_configure_optimizers_method_to_model(self.subcommand)

@@ -9,18 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import os
-import pickle
-import zipfile
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from earthcast.datasets.channels import ChannelManifest
 from earthcast.datasets.statistics import NormStats
-from earthcast.errors import ConfigError, StoreNotFoundError
-from earthcast.training import ForecastModule, IncompatibleCheckpointError
+from earthcast.training import ForecastModule
+from earthcast.training.checkpoints import load_module
 
 
 def file_sha256(path: str | os.PathLike, block: int = 1 << 22) -> str:
@@ -91,26 +88,14 @@ class StepModel:
 def load_step_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> StepModel:
     """Load a ForecastModule checkpoint for inference.
 
+    The checkpoint may come from a ForecastModule or from a planner built on it (the evaluation model is
+    then the planner's own one-step forecast); see :func:`earthcast.training.checkpoints.load_module`.
+
     Raises:
-        FileNotFoundError: no file at ``path``.
-        ValueError: the file is not a readable checkpoint (truncated, corrupt, not a torch file).
-        IncompatibleCheckpointError: the checkpoint was not written by ForecastModule.
+        CheckpointError: no file at ``path``, a truncated or corrupt file, or one not written by earthcast.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise StoreNotFoundError(
-            f"No checkpoint at {str(path)!r}; pass the .ckpt written by `earthcast fit`."
-        )
     dev = torch.device(device)
-    try:
-        module = ForecastModule.load_from_checkpoint(path, map_location=dev, weights_only=True)
-    except IncompatibleCheckpointError:
-        raise
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, KeyError, OSError) as err:
-        raise ConfigError(
-            f"{str(path)!r} is not a readable earthcast checkpoint ({type(err).__name__}: {err}). The file is "
-            "truncated or corrupt: copy it again, or use another checkpoint (e.g. last.ckpt)."
-        ) from err
+    module = load_module(path, dev)
     module.eval()
     hp = module.hparams
     return StepModel(

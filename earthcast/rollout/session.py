@@ -14,7 +14,7 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -46,6 +46,9 @@ from earthcast.rollout.restart import (
 from earthcast.rollout.timing import lead_steps, parse_inits
 from earthcast.rollout.writer import RUN_ATTR, ForecastWriter, leads_axis, read_run_identity, store_template
 
+if TYPE_CHECKING:
+    from earthcast.planners.inference import PlanSettings
+
 
 @dataclass(frozen=True)
 class RolloutConfig:
@@ -54,7 +57,8 @@ class RolloutConfig:
     ``aggregate_leads`` are the leads where spectra are kept (default: 1, 5 and 10 days and the last lead,
     those that are within the run and multiples of the step). ``perturbation`` is the Gaussian
     initial-condition noise in normalised units; member 0 is the unperturbed control unless
-    ``perturb_control``.
+    ``perturb_control``. ``planner``: the checkpoint is a planner's, and every step plans with these settings
+    (:mod:`earthcast.planners.inference`); members are then the planner's best beams, not perturbations.
     """
 
     checkpoint: str
@@ -72,6 +76,7 @@ class RolloutConfig:
     device: str = "cpu"
     progress: bool = True
     overwrite: bool = False
+    planner: PlanSettings | None = None
 
 
 @dataclass
@@ -163,6 +168,7 @@ def _identity(
             "aggregate_steps": agg,
             "blowup_bound": cfg.blowup_bound,
             "device": model.device.type,
+            "planner": None if cfg.planner is None else cfg.planner.to_dict(),
         }
     )
 
@@ -237,6 +243,10 @@ def run_rollout(cfg: RolloutConfig) -> RolloutResult:
     if cfg.members < 1 or cfg.batch_size < 1:
         raise ConfigError(f"--members and --batch-size must be >= 1, got {cfg.members} and {cfg.batch_size}.")
     model = load_step_model(cfg.checkpoint, cfg.device)
+    if cfg.planner is not None:
+        from earthcast.planners.inference import planned_step_model  # planners build on this package
+
+        model = planned_step_model(model, cfg.planner, cfg.members)
     truth = TruthSource.open(cfg.data, model.manifest)
     inits = parse_inits(cfg.inits)
     n_steps = _steps(cfg.lead, model.manifest.model_step)
@@ -270,7 +280,8 @@ def run_rollout(cfg: RolloutConfig) -> RolloutResult:
     first_batch, first_step = (record["batch"], record["next_step"]) if record else (0, 0)
     if record is not None:
         torch.set_rng_state(record["rng"])
-    ensemble = Ensemble(cfg.members, cfg.perturbation, cfg.seed, cfg.perturb_control)
+    perturbation = 0.0 if cfg.planner is not None else cfg.perturbation  # planner members are its beams
+    ensemble = Ensemble(cfg.members, perturbation, cfg.seed, cfg.perturb_control)
     static = torch.from_numpy(truth.static_fields())
     mask = _mask(truth, model, inits[:1])
     computed = 0

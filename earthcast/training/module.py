@@ -217,10 +217,16 @@ class ForecastModule(L.LightningModule):
         if self.ema is not None:
             self.ema.update_parameters(self.model)
 
+    def optimized_module(self) -> torch.nn.Module:
+        """The module whose trainable parameters the optimiser updates (planners train their heads)."""
+        return self.model
+
     def configure_optimizers(self):
         hp = self.hparams
         groups = (
-            param_groups(self.model, hp.weight_decay) if self.trainable else [{"params": [self.placeholder]}]
+            param_groups(self.optimized_module(), hp.weight_decay)
+            if self.trainable
+            else [{"params": [self.placeholder]}]
         )
         optimizer = torch.optim.AdamW(groups, lr=hp.lr, betas=tuple(hp.betas), weight_decay=0.0)
         total = hp.total_steps or int(self.trainer.estimated_stepping_batches)
@@ -313,6 +319,7 @@ class ForecastModule(L.LightningModule):
         # Callbacks (e.g. the CLI's run metadata) run first and may have started this entry: extend it.
         checkpoint.setdefault("earthcast", {}).update(
             {
+                "module": f"{type(self).__module__}.{type(self).__qualname__}",
                 "manifest": self.manifest.to_dict(),
                 "stats": self.stats.to_dict(),
                 "model": {
