@@ -3,13 +3,13 @@ years cut to 10% and to 100%.
 
 For each fraction the same commands train, with the same seed and step budget (``earthcast fit``, stacked
 configs): the base forecaster (``configs/quickstart.yaml``), BeamVQ on it (``configs/planners/beamvq.yaml``),
-SFP's world model and SFP's agent (``configs/planners/sfp_world_model.yaml``, ``sfp.yaml``). At 10% two
-ablations train as well: a 256-code BeamVQ codebook (the default has 1024) and SFP with its reward replaced by
-MSE. Every method then forecasts 5 days from 12 inits every 30 days through the held-out year 2019
-(:mod:`planner_eval`): plainly, and planned by beam search over the whole forecast with each inference critic
-and with the oracle (the truth reward, for reference only).
+SFP's world model and SFP's agent (``configs/planners/sfp_world_model.yaml``, ``sfp.yaml``). At 10% three
+ablations train as well: a 256-code BeamVQ codebook (the default has 1024), SFP with its reward replaced by
+MSE, and BeamVQ with a winner-takes-all candidate loss. Every method then forecasts 5 days from 12 inits every
+30 days through the held-out year 2019 (:mod:`planner_eval`): plainly, and planned by beam search over the
+whole forecast with each inference critic and with the oracle (the truth reward, for reference only).
 
-    python benchmarks/planner_study.py --out outputs/planner_study          # full study (~45 min, 2 cores)
+    python benchmarks/planner_study.py --out outputs/planner_study          # full study (~1 h on 2 cores)
     python benchmarks/planner_study.py --out outputs/planner_study --quick  # smoke run
 
 Writes ``study.json`` and ``study.md`` (the tables of docs/results.md) in ``--out`` and ends with the BAR
@@ -95,6 +95,8 @@ def train_all(out: Path, quick: bool) -> tuple[dict[str, Path], dict[str, float]
                 [base, "--model.init_args.head.num_codes=256"])  # fmt: skip
             run(f"sfpmse_{tag}", ["configs/planners/sfp.yaml"], head_steps,
                 [base, world, '--model.init_args.reward=[{"kind": "mse"}]'])  # fmt: skip
+            run(f"beamvqwta_{tag}", ["configs/planners/beamvq.yaml"], head_steps,
+                [base, "--model.init_args.candidate_loss=min"])  # fmt: skip
     return ckpts, seconds
 
 

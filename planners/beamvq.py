@@ -23,16 +23,22 @@ from earthcast.errors import ConfigError
 from earthcast.planners.heads import BeamVQHead
 from earthcast.planners.module import PlannerModule
 
+CANDIDATE_LOSSES: tuple[str, ...] = ("sum", "min")
+
 
 class BeamVQModule(PlannerModule):
     """BeamVQ on any earthcast forecaster.
 
     Args:
-        candidate_weight: weight of Σ_k candidate MSEs in the loss (1 in the paper's code).
+        candidate_weight: weight of the candidate term in the loss (1 in the paper's code).
+        candidate_loss: ``sum`` (Σ_k candidate MSEs, the paper's code) or ``min`` (winner takes all: only each
+            sample's best candidate learns, which keeps the candidates apart).
         **kwargs: :class:`~earthcast.planners.module.PlannerModule` and ForecastModule arguments.
     """
 
-    def __init__(self, candidate_weight: float = 1.0, **kwargs: Any) -> None:
+    def __init__(self, candidate_weight: float = 1.0, candidate_loss: str = "sum", **kwargs: Any) -> None:
+        if candidate_loss not in CANDIDATE_LOSSES:
+            raise ConfigError(f"unknown candidate_loss {candidate_loss!r}; use one of {CANDIDATE_LOSSES}")
         super().__init__(**kwargs)
         cfg = self.head_config
         if cfg.include_base and cfg.k < 2:
@@ -62,7 +68,14 @@ class BeamVQModule(PlannerModule):
         proposal = self.head(window[:, -1], base)
         decoded = proposal.candidates[:, 1:] if self.head.config.include_base else proposal.candidates
         target = batch["targets"][:, 0]
-        cand = torch.stack([self.sample_loss(decoded[:, k], target, batch) for k in range(decoded.shape[1])])
+        if self.hparams.candidate_loss == "sum":
+            cand = torch.stack(
+                [self.sample_loss(decoded[:, k], target, batch) for k in range(decoded.shape[1])]
+            )
+        else:  # winner takes all, per sample
+            errors = (decoded - target[:, None]).square().mean((-3, -2, -1))  # (B, K)
+            best = decoded[torch.arange(decoded.shape[0]), errors.argmin(dim=1)]
+            cand = self.sample_loss(best, target, batch)[None]
         losses = {
             "main": self.sample_loss(decoded[:, 0], target, batch),
             "candidates": self.hparams.candidate_weight * cand.sum(),
