@@ -89,7 +89,7 @@ class SFPModule(PlannerModule):
         return nn.ModuleList(parts + ([] if self.hparams.freeze_base else [self.model]))
 
     def setup(self, stage: str) -> None:
-        super().setup(stage)
+        """Stage 2 loads (and checks) the world model first, then the base forecaster (:meth:`PlannerModule.setup`)."""
         path = self.hparams.world_model_checkpoint
         if stage == "fit" and self.hparams.stage == "agent" and not self.world_model_info:
             if not path:
@@ -98,6 +98,7 @@ class SFPModule(PlannerModule):
                     "configs/planners/sfp_world_model.yaml"
                 )
             self.load_world_model(path)
+        super().setup(stage)
 
     def load_world_model(self, path: str) -> None:
         """Load stage 1's world model; its channels, grid, step and statistics must match this data."""
