@@ -28,7 +28,7 @@ from earthcast.planners.reference import ClimateReference, collect_states
 from earthcast.planners.scoring import build_critic, build_reward
 from earthcast.planners.search import BeamSearch, SearchResult
 from earthcast.planners.selftrain import SelfTrainingConfig, SelfTrainingLoop, TimeGuard
-from earthcast.training.checkpoints import read_checkpoint
+from earthcast.training.checkpoints import file_sha256, read_checkpoint
 from earthcast.training.module import ForecastModule
 
 Reward = Callable[[Tensor, Tensor], Tensor]
@@ -234,8 +234,6 @@ class PlannerModule(ForecastModule):
                 f"base_checkpoint {path!r} does not fit the forecaster: missing {missing[:5]}, unexpected "
                 f"{unexpected[:5]}"
             )
-        from earthcast.rollout.model import file_sha256
-
         self.base_info = {
             "path": str(path),
             "sha256": file_sha256(path),

@@ -212,7 +212,8 @@ def test_world_model_of_other_data_is_refused(runs, tmp_path, capsys: pytest.Cap
     })  # fmt: skip
     base = str(runs["base_config"])
     assert main(["fit", "--config", base, "--config", "configs/planners/sfp.yaml", "--config", config]) == 2
-    assert "world_model_checkpoint" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "world_model_checkpoint" in err and "does not match the data" in err and "geopotential_850" in err
 
 
 def test_leakage_guard_fires_on_a_test_time(runs):

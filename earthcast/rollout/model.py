@@ -7,7 +7,6 @@ exactly as :func:`earthcast.training.forecaster.rollout` calls the predictor dur
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 
@@ -17,16 +16,7 @@ import torch
 from earthcast.datasets.channels import ChannelManifest
 from earthcast.datasets.statistics import NormStats
 from earthcast.training import ForecastModule
-from earthcast.training.checkpoints import load_module
-
-
-def file_sha256(path: str | os.PathLike, block: int = 1 << 22) -> str:
-    """Hex SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(block):
-            digest.update(chunk)
-    return digest.hexdigest()
+from earthcast.training.checkpoints import file_sha256, load_module
 
 
 @dataclass

@@ -8,6 +8,7 @@ class that wrote them (``module``: :class:`~earthcast.training.ForecastModule` o
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import os
 import zipfile
@@ -20,6 +21,15 @@ from earthcast.errors import CheckpointError
 
 DEFAULT_MODULE = "earthcast.training.module.ForecastModule"
 """The writer of checkpoints that do not name one (written before planners existed)."""
+
+
+def file_sha256(path: str | os.PathLike, block: int = 1 << 22) -> str:
+    """Hex SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
