@@ -5,14 +5,16 @@ Built once from a sample of training-split states (physical units), never from v
 - ``mean_field`` (C, H, W): the time mean, the reference of anomaly thresholds (T850 anomaly);
 - ``global_mean`` (C,) and ``global_std`` (C,): area-weighted global means, for the conservation critic;
 - ``log_power`` (C, W//2 + 1): the mean log zonal power spectrum, for the spectrum critic;
-- ``percentiles`` (3, C, 101): percentiles 0…100 of the values, of |values| and of anomalies, so CSI
-  thresholds given as climatological percentiles resolve to physical units.
+- ``percentiles`` (3, C, 1001): percentiles 0, 0.1, …, 100 of the values, of |values| and of anomalies, so CSI
+  thresholds given as climatological percentiles resolve to physical units (exact at multiples of 0.1, linear
+  between them).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -20,6 +22,8 @@ from earthcast.errors import ConfigError
 from earthcast.planners.rewards import log_zonal_power
 
 TRANSFORMS: tuple[str, ...] = ("value", "abs", "anomaly")
+STEPS = 1000
+"""Percentile table resolution: 0.1 percent."""
 
 
 class ClimateReference(nn.Module):
@@ -35,7 +39,7 @@ class ClimateReference(nn.Module):
         self.register_buffer("global_mean", torch.zeros(channels))
         self.register_buffer("global_std", torch.ones(channels))
         self.register_buffer("log_power", torch.zeros(channels, width // 2 + 1))
-        self.register_buffer("percentiles", torch.zeros(len(TRANSFORMS), channels, 101))
+        self.register_buffer("percentiles", torch.zeros(len(TRANSFORMS), channels, STEPS + 1))
         self.register_buffer("samples", torch.zeros((), dtype=torch.int64))
 
     @property
@@ -54,10 +58,10 @@ class ClimateReference(nn.Module):
         self.global_std.copy_(gm.std(dim=0, unbiased=False).clamp_min(1e-6) if x.shape[0] > 1 else 1.0)
         log_power = log_zonal_power(x.float(), lat_weights.to(x.device))  # (T, C, W//2+1)
         self.log_power.copy_(log_power.mean(dim=0))
-        q = torch.linspace(0, 1, 101, dtype=torch.float64, device=x.device)
+        q = np.linspace(0.0, 100.0, STEPS + 1)
         for i, values in enumerate((x, x.abs(), x - x.mean(dim=0))):
-            flat = values.transpose(0, 1).flatten(1)  # (C, T·H·W)
-            self.percentiles[i].copy_(torch.quantile(flat, q, dim=1).T)
+            flat = values.transpose(0, 1).flatten(1).cpu().numpy()  # (C, T·H·W); numpy has no size limit
+            self.percentiles[i].copy_(torch.from_numpy(np.percentile(flat, q, axis=1).T))
         self.samples.fill_(x.shape[0])
 
     def threshold(self, channel: int, percentile: float, transform: str = "value") -> float:
@@ -69,8 +73,9 @@ class ClimateReference(nn.Module):
         if not self.ready:
             raise ConfigError("the climate reference is empty: fit it on training states first")
         table = self.percentiles[TRANSFORMS.index(transform), channel].double()
-        lo = int(min(percentile // 1, 99))
-        frac = percentile - lo
+        position = percentile / 100 * STEPS
+        lo = int(min(position // 1, STEPS - 1))
+        frac = position - lo
         return float(table[lo] + frac * (table[lo + 1] - table[lo]))
 
     def range(self, channel: int, transform: str = "value") -> tuple[float, float]:
