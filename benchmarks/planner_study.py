@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -32,8 +30,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from planner_eval import load_batch, plain_forecast, planned_forecast, scorer, scores, timed
+from study_runs import train
 
-from earthcast.cli import main as earthcast
 from earthcast.datasets.store import resolve_store
 from earthcast.planners.rewards import CSI, Composite, WeightedMSE
 from earthcast.planners.search import BeamSearch, looped_beam_search
@@ -42,24 +40,6 @@ from earthcast.training.checkpoints import load_module
 TRAIN = {1.0: ("2017-01-01", "2018-11-01T18"), 0.1: ("2017-01-01", "2017-03-08T18")}
 """The default training split of the demo store (before the 60 validation days), and its first 10%."""
 CRITICS = ("learned", "spectrum", "conservation", "agreement", "oracle")
-
-
-def train(name: str, out: Path, configs: list[str], args: list[str]) -> tuple[Path, float]:
-    """Run ``earthcast fit`` once per distinct command (reused when ``done.json`` records the same one)."""
-    root = out / "runs" / name
-    argv = ["fit", *[f"--config={c}" for c in configs], *args, f"--trainer.default_root_dir={root}"]
-    argv += ["--trainer.enable_progress_bar=false"]
-    done = root / "done.json"
-    if done.is_file() and json.loads(done.read_text())["argv"] == argv:
-        record = json.loads(done.read_text())
-        return Path(record["checkpoint"]), record["seconds"]
-    start = time.perf_counter()
-    if earthcast(argv) != 0:
-        raise SystemExit(f"training {name} failed: earthcast {' '.join(argv)}")
-    seconds = time.perf_counter() - start
-    ckpt = max(root.rglob("last.ckpt"), key=os.path.getmtime)
-    done.write_text(json.dumps({"argv": argv, "checkpoint": str(ckpt), "seconds": seconds}))
-    return ckpt, seconds
 
 
 def train_all(out: Path, quick: bool) -> tuple[dict[str, Path], dict[str, float]]:

@@ -154,7 +154,7 @@ class ConcatUNet(nn.Module):
     """U-Net body on the sphere: per level ``depth`` residual blocks, 2× merges, transposed-conv
     upsampling and concatenated skips (1×1 conv back to the level width). (B, w0, H, W) -> same."""
 
-    def __init__(self, widths: tuple[int, ...], depth: int, halo: Halo) -> None:
+    def __init__(self, widths: tuple[int, ...], depth: int, halo: Halo, upsample: str = "bilinear") -> None:
         super().__init__()
         halos = [halo] + [halo.coarse()] * (len(widths) - 1)
 
@@ -168,7 +168,9 @@ class ConcatUNet(nn.Module):
             Downsample(a, b, halo=h) for a, b, h in zip(widths[:-1], widths[1:], halos)
         )
         self.bottom = stage(widths[-1], widths[-1], halos[-1])
-        self.ups = nn.ModuleList(Upsample(b, a) for a, b in itertools.pairwise(widths))
+        self.ups = nn.ModuleList(
+            Upsample(b, a, halo=h, mode=upsample) for (a, b), h in zip(itertools.pairwise(widths), halos[1:])
+        )
         self.decoders = nn.ModuleList(stage(2 * w, w, h) for w, h in zip(widths[:-1], halos))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -189,4 +191,4 @@ class UNet(TritonCast):
     ``config.ablation`` are ignored. Same constructor and forward as :class:`TritonCast`."""
 
     def build_body(self, cfg: TritonCastConfig, halo: Halo) -> nn.Module:
-        return ConcatUNet(cfg.widths, cfg.depth, halo)
+        return ConcatUNet(cfg.widths, cfg.depth, halo, cfg.upsample)

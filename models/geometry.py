@@ -254,14 +254,54 @@ class Downsample(nn.Module):
         return self.norm(self.merge(pad_to_multiple(x, self.factor, self.halo)))
 
 
-class Upsample(nn.Module):
-    """f×f transposed conv, cropped to the finer level's shape: (B, C_in, h, w) -> (B, C_out, H, W)."""
+UPSAMPLE_MODES: tuple[str, ...] = ("bilinear", "transposed")
 
-    def __init__(self, in_channels: int, out_channels: int, *, factor: int = 2) -> None:
+
+def prolong(x: torch.Tensor, factor: int, halo: Halo) -> torch.Tensor:
+    """Bilinear f× interpolation of (B, C, h, w) to (B, C, f·h, f·w), the field continued by ``halo`` one cell
+    beyond each edge first, so longitude wraps and rows fold across the poles (cell centres stay centres:
+    ``align_corners=False``)."""
+    wide = F.interpolate(halo.pad(x, 1, 1, 1, 1), scale_factor=factor, mode="bilinear", align_corners=False)
+    return wide[..., factor:-factor, factor:-factor]
+
+
+class Upsample(nn.Module):
+    """f× upsampling to the finer level's shape: (B, C_in, h, w) -> (B, C_out, H, W).
+
+    - ``"bilinear"`` (default): bilinear interpolation of the field continued by the coarse level's halo
+      (one coarse cell each side, so longitude wraps and rows fold across the poles), then a 1×1 conv. A
+      smooth prolongation puts no energy at the coarse grid's Nyquist wavenumber.
+    - ``"transposed"``: an f×f transposed conv with stride f, which stamps one learned f×f pattern per
+      coarse cell: a checkerboard at the coarse grid's Nyquist (zonal wavenumber 16 on 64 longitudes for the
+      second level), which a free run amplifies (docs/results.md, "What made the year-long run stable").
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        *,
+        factor: int = 2,
+        halo: Halo | None = None,
+        mode: str = "bilinear",
+    ) -> None:
         super().__init__()
-        self.expand = nn.ConvTranspose2d(in_channels, out_channels, kernel_size=factor, stride=factor)
+        if mode not in UPSAMPLE_MODES:
+            raise ConfigError(f"unknown upsample {mode!r}; choose one of {', '.join(UPSAMPLE_MODES)}")
+        self.mode, self.factor, self.halo = mode, factor, halo or Halo()
+        if mode == "transposed":
+            self.expand = nn.ConvTranspose2d(in_channels, out_channels, kernel_size=factor, stride=factor)
+        else:
+            self.expand = nn.Conv2d(in_channels, out_channels, 1)
         self.norm = group_norm(out_channels)
 
     def forward(self, x: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
-        y = self.expand(x)[..., : shape[0], : shape[1]]
-        return F.gelu(self.norm(y))
+        if self.mode == "transposed":
+            y = self.expand(x)
+        else:
+            f = self.factor
+            wide = F.interpolate(
+                self.halo.pad(x, 1, 1, 1, 1), scale_factor=f, mode="bilinear", align_corners=False
+            )
+            y = self.expand(wide[..., f:-f, f:-f])
+        return F.gelu(self.norm(y[..., : shape[0], : shape[1]]))

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from earthcast.datasets.channels import ChannelManifest
+from earthcast.datasets.channels import VECTOR_COMPONENTS, ChannelManifest
 from earthcast.datasets.statistics import NormStats
 from earthcast.datasets.store import open_store
 from earthcast.errors import ConfigError
@@ -61,6 +61,14 @@ def build_model(
             scale.tolist(),
             manifest.vector_channels(),
             boundary=manifest.boundary_width > 0,
+            latitudes=np.asarray(manifest.latitude).tolist(),
+            width=len(manifest.longitude),
+            channel_names=manifest.names("state"),
+            meridional_channels=[
+                i
+                for i in manifest.vector_channels()
+                if manifest.state[i].variable in VECTOR_COMPONENTS.values()
+            ],
         )
     if name == "persistence":
         if overrides:

@@ -19,14 +19,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from earthcast.errors import ConfigError
 from earthcast.grids import GEOMETRY_KINDS
 from earthcast.models.backbone import count_parameters
+from earthcast.models.corrector import GlobalMeanCorrector
 from earthcast.models.geometry import Halo, SphereConv2d
 from earthcast.models.vcycle import VCycle, backbone_config
+from earthcast.models.zonal_filter import PolarMeanWindDamping, ZonalDamping, ZonalFilter
+from earthcast.scoring.weights import latitude_weights
 
 OUTPUTS: tuple[str, ...] = ("residual", "direct")
 ABLATIONS: tuple[str, ...] = ("none", "no_core", "no_skip", "flat")
@@ -47,6 +51,23 @@ class TritonCastConfig:
             layer pads (:class:`~earthcast.models.geometry.Halo`); :func:`earthcast.models.registry.build_model`
             takes it from the data's channel manifest.
         core_halo: halo rows/columns around the latent grid for the core's depthwise convolutions.
+        upsample: prolongation of the V-cycle (:class:`~earthcast.models.geometry.Upsample`): ``"bilinear"``
+            (halo-continued interpolation then a 1×1 conv) or ``"transposed"`` (a stride-2 transposed conv,
+            whose checkerboard a free run amplifies).
+        polar_filter: reference latitude φ_ref in degrees of the zonal low-pass applied to the predicted
+            increment poleward of it (:class:`~earthcast.models.zonal_filter.ZonalFilter`; global grids
+            only); None = off.
+        max_wavenumber: the highest zonal wavenumber of the predicted increment, at every row (the data's
+            spectral truncation, e.g. 18 for the demo atmosphere; global grids only); None = all.
+        hyperdiffusion: strength ε of the per-step damping of the predicted state's zonal wavenumber k by
+            exp(−ε (k / k_ref)^8), k_ref = ``max_wavenumber`` (or W/2)
+            (:class:`~earthcast.models.zonal_filter.ZonalDamping`; global grids only); None = off.
+        polar_mean_wind: reference latitude poleward of which the zonal-mean meridional wind of the predicted
+            state is multiplied each step by cos φ / cos φ_ref
+            (:class:`~earthcast.models.zonal_filter.PolarMeanWindDamping`; global grids only); None = off.
+        conserve: state channels whose area-weighted global mean each step holds at the input's
+            (:class:`~earthcast.models.corrector.GlobalMeanCorrector`), e.g. ``("surface_pressure",)`` for a
+            dry atmosphere. Only for grids without masked points.
     """
 
     widths: tuple[int, ...] = (32, 64, 128)
@@ -56,9 +77,23 @@ class TritonCastConfig:
     ablation: str = "none"
     geometry: str = "global"
     core_halo: int = 1
+    upsample: str = "bilinear"
+    polar_filter: float | None = None
+    max_wavenumber: int | None = None
+    hyperdiffusion: float | None = None
+    polar_mean_wind: float | None = None
+    conserve: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         self.widths = tuple(int(w) for w in self.widths)
+        self.conserve = tuple(self.conserve)
+        spectral = (self.polar_filter, self.max_wavenumber, self.hyperdiffusion, self.polar_mean_wind)
+        zonal = any(value is not None for value in spectral)
+        if zonal and self.geometry != "global":
+            raise ConfigError(
+                "polar_filter, max_wavenumber, hyperdiffusion and polar_mean_wind need a global grid (full latitude circles and "
+                f"poles), but the grid is {self.geometry!r}; remove them"
+            )
         if self.output not in OUTPUTS:
             raise ConfigError(f"unknown output {self.output!r}; choose one of {', '.join(OUTPUTS)}")
         if self.ablation not in ABLATIONS:
@@ -126,6 +161,11 @@ class TritonCast(nn.Module):
             the edge strip, then the strip mask; :mod:`earthcast.datasets.boundary`). The prediction in the strip
             is then replaced by that truth at the predicted time, as limited-area models do (neural-lam), so the
             interior evolves under the true boundary and the strip adds no error to the loss.
+        latitudes: (H,) row latitudes in degrees, needed by ``config.polar_filter`` and ``config.conserve``
+            (area weights); ``width`` the number of longitudes, for the polar filter.
+        channel_names: the state channels' names, which ``config.conserve`` refers to.
+        meridional_channels: indices of the northward components (v) among ``vector_channels``, which
+            ``config.polar_mean_wind`` damps.
 
     forward(state, static, forcings, time=None):
         state: (B, N, C, H, W) normalised; static: (B, S, H, W) normalised or None;
@@ -143,6 +183,10 @@ class TritonCast(nn.Module):
         tendency_scale: Sequence[float] | None = None,
         vector_channels: Sequence[int] = (),
         boundary: bool = False,
+        latitudes: Sequence[float] | None = None,
+        width: int | None = None,
+        channel_names: Sequence[str] | None = None,
+        meridional_channels: Sequence[int] = (),
     ) -> None:
         super().__init__()
         self.config = cfg = config if config is not None else SIZES["tiny"]
@@ -172,6 +216,29 @@ class TritonCast(nn.Module):
                 f"tendency_scale needs one value per state channel ({n_state}), got {tuple(scale.shape)}"
             )
         self.register_buffer("tendency_scale", scale.float().clone())
+        zonal = cfg.polar_filter is not None or cfg.max_wavenumber is not None
+        if (zonal or cfg.conserve) and (latitudes is None or width is None):
+            raise ConfigError(
+                "polar_filter, max_wavenumber and conserve need the grid: pass latitudes= and width="
+            )
+        self.zonal_filter = (
+            ZonalFilter(latitudes, width, cfg.polar_filter, cfg.max_wavenumber) if zonal else None
+        )
+        self.damping = None
+        if cfg.hyperdiffusion is not None:
+            if width is None:
+                raise ConfigError("hyperdiffusion needs the grid: pass width=")
+            self.damping = ZonalDamping(width, cfg.max_wavenumber or width // 2, cfg.hyperdiffusion)
+        self.polar_mean_wind = None
+        if cfg.polar_mean_wind is not None:
+            if latitudes is None:
+                raise ConfigError("polar_mean_wind needs the grid: pass latitudes=")
+            self.polar_mean_wind = PolarMeanWindDamping(latitudes, cfg.polar_mean_wind, meridional_channels)
+        self.corrector = None
+        if cfg.conserve:
+            names = channel_names if channel_names is not None else [f"channel_{i}" for i in range(n_state)]
+            weights = latitude_weights(np.asarray(latitudes), cfg.geometry)
+            self.corrector = GlobalMeanCorrector(cfg.conserve, names, weights.tolist())
 
     def build_body(self, cfg: TritonCastConfig, halo: Halo) -> nn.Module:
         """The field-to-field body between stem and readout: (B, widths[0], H, W) -> same."""
@@ -184,6 +251,7 @@ class TritonCast(nn.Module):
             flat=cfg.ablation == "flat",
             halo=halo,
             core_halo=cfg.core_halo,
+            upsample=cfg.upsample,
         )
 
     def assemble(
@@ -218,8 +286,17 @@ class TritonCast(nn.Module):
         time: torch.Tensor | None = None,
     ) -> torch.Tensor:
         out = self.readout(self.vcycle(self.stem(self.assemble(state, static, forcings))))
+        last = state[:, -1]
         if self.config.output == "residual":
-            out = state[:, -1] + self.tendency_scale.to(out.dtype)[:, None, None] * out
+            out = last + self.tendency_scale.to(out.dtype)[:, None, None] * out
+        if self.zonal_filter is not None:
+            out = last.to(out.dtype) + self.zonal_filter(out - last.to(out.dtype))
+        if self.damping is not None:
+            out = self.damping(out)
+        if self.polar_mean_wind is not None:
+            out = self.polar_mean_wind(out)
+        if self.corrector is not None:
+            out = self.corrector(out, last)
         if self.boundary:
             assert forcings is not None  # checked in assemble
             target = forcings[:, -1].to(out.dtype)  # (B, F, H, W) at the predicted time

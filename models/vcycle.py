@@ -98,6 +98,7 @@ class VCycle(nn.Module):
         flat: bool = False,
         halo: Halo | None = None,
         core_halo: int = 1,
+        upsample: str = "bilinear",
     ) -> None:
         super().__init__()
         if len(widths) < 1 or min(widths) < 1:
@@ -112,7 +113,9 @@ class VCycle(nn.Module):
             self.encoders = nn.ModuleList([_stage(widths[0], widths[0], depth, fine)])
             self.downs = nn.ModuleList([Downsample(widths[0], widths[-1], factor=factor, halo=fine)])
             self.bottom = _stage(widths[-1], widths[-1], depth, bottom)
-            self.ups = nn.ModuleList([Upsample(widths[-1], widths[0], factor=factor)])
+            self.ups = nn.ModuleList(
+                [Upsample(widths[-1], widths[0], factor=factor, halo=bottom, mode=upsample)]
+            )
             self.fusions = nn.ModuleList([GatedFusion(widths[0], skip=False)])
             self.decoders = nn.ModuleList([_stage(widths[0], widths[0], depth, fine)])
         else:
@@ -121,7 +124,9 @@ class VCycle(nn.Module):
                 Downsample(widths[i], widths[i + 1], halo=halos[i]) for i in range(levels)
             )
             self.bottom = _stage(widths[-1], widths[-1], depth, bottom)
-            self.ups = nn.ModuleList(Upsample(widths[i + 1], widths[i]) for i in range(levels))
+            self.ups = nn.ModuleList(
+                Upsample(widths[i + 1], widths[i], halo=halos[i + 1], mode=upsample) for i in range(levels)
+            )
             self.fusions = nn.ModuleList(GatedFusion(w, skip=skips) for w in widths[:-1])
             self.decoders = nn.ModuleList(_stage(w, w, depth, h) for w, h in zip(widths[:-1], halos))
         self.core = None if core is None else LatentCore(widths[-1], core, width=core_halo, halo=bottom)

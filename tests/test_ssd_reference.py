@@ -9,7 +9,7 @@ import torch
 from kernel_cases import grads_of, make_ssd_inputs, rel_err
 
 from earthcast.kernels import ssd_chunked, ssd_naive
-from earthcast.kernels.ssd_reference import pass_states, segsum
+from earthcast.kernels.ssd_reference import decay_matrix_t, exp_floored, pass_states
 
 
 def test_naive_recurrence_matches_hand_computation() -> None:
@@ -28,20 +28,37 @@ def test_naive_recurrence_matches_hand_computation() -> None:
     assert final.item() == pytest.approx(h2, rel=1e-12)
 
 
-def test_segsum_is_stable_and_exact() -> None:
-    """segsum[i, j] = Σ_{j<k≤i} a_k (float64 loop), −inf above the diagonal, no cancellation for large cumsums."""
-    a = -torch.rand(3, 40, dtype=torch.float64) * 50.0
-    out = segsum(a)
-    for i in (0, 7, 39):
-        for j in (0, 5, 39):
-            want = a[:, j + 1 : i + 1].sum(-1) if i >= j else torch.full((3,), -math.inf, dtype=torch.float64)
-            torch.testing.assert_close(out[:, i, j], want, rtol=1e-12, atol=1e-12)
+def test_decay_matrix_is_stable_and_exact() -> None:
+    """out[s, t] = exp(Σ_{s<k≤t} a_k) (float64 sums), 1 for t < s, and no cancellation after large decays.
+
+    Float32, with ten steps of −50 first: a difference of cumsums would carry an error of ~500·eps in the
+    exponent of every later entry; summing each segment on its own keeps them at a few eps."""
+    a = torch.cat([torch.full((2, 10), -50.0), -torch.rand(2, 30) * 0.1], dim=1)
+    out = decay_matrix_t(a).double()
+    a64 = a.double()
+    for s in (0, 9, 10, 17, 39):
+        for t in (0, 5, 10, 11, 25, 39):
+            want = torch.exp(a64[:, s + 1 : t + 1].sum(-1)) if t >= s else torch.ones(2, dtype=torch.float64)
+            torch.testing.assert_close(out[:, s, t], want, rtol=1e-6, atol=1e-37)  # atol: the floor
+
+
+def test_exp_floored_stays_normal() -> None:
+    """exp down to e·finfo.tiny, that floor (a normal float: no subnormals, no 0) below, zero gradient there."""
+    tiny = torch.finfo(torch.float32).tiny
+    x = torch.tensor([0.0, -1.0, -80.0, -86.0, -88.0, -200.0, -math.inf], requires_grad=True)
+    out = exp_floored(x)
+    assert out.tolist()[:4] == torch.exp(x[:4]).tolist()
+    assert out[4:].tolist() == pytest.approx([math.e * tiny] * 3, rel=1e-5)
+    assert bool((out >= tiny).all())
+    out.sum().backward()
+    assert x.grad is not None
+    assert x.grad.tolist()[4:] == [0.0] * 3
 
 
 @pytest.mark.parametrize("nchunks", [1, 2, 3, 7, 13, 30])
 @pytest.mark.parametrize("with_init", [True, False])
-def test_two_level_state_passing_matches_a_loop(nchunks, with_init) -> None:
-    """pass_states (blocked, loop-free) equals S̄_{c+1} = exp(a_c)·S̄_c + S_c stepped in float64."""
+def test_state_passing_matches_a_loop(nchunks, with_init) -> None:
+    """pass_states equals S̄_{c+1} = exp(a_c)·S̄_c + S_c stepped in float64."""
     states = torch.randn(2, nchunks, 3, 4, 5, dtype=torch.float64)
     decay = -torch.rand(2, nchunks, 3, dtype=torch.float64) * 3
     init = torch.randn(2, 3, 4, 5, dtype=torch.float64) if with_init else None

@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--store", help="truth store: demo:atmosphere or a path (default: the config's data.store)"
     )
-    p.add_argument("--max-steps", type=int, help="training steps (default: the config's, 200 in quickstart)")
+    p.add_argument("--max-steps", type=int, help="training steps (default: the config's, 1000 in quickstart)")
     p.add_argument(
         "--skill-inits",
         type=int,

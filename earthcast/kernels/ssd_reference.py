@@ -55,20 +55,6 @@ def apply_skip_and_gate(y: Tensor, x: Tensor, D: Tensor | None, z: Tensor | None
     return y
 
 
-def segsum(a: Tensor) -> Tensor:
-    """Stable segment sum: out[..., i, j] = Σ_{k=j+1..i} a[..., k] for i ≥ j, −inf above the diagonal.
-
-    Cumulates a masked, repeated copy of ``a`` instead of differencing one long cumsum, so no catastrophic
-    cancellation. a (..., T) -> (..., T, T).
-    """
-    T = a.size(-1)
-    rep = a[..., :, None].expand(*a.shape, T)  # rep[..., i, j] = a_i
-    strict = torch.tril(torch.ones(T, T, dtype=torch.bool, device=a.device), diagonal=-1)
-    out = torch.cumsum(rep.masked_fill(~strict, 0.0), dim=-2)
-    causal = torch.tril(torch.ones(T, T, dtype=torch.bool, device=a.device), diagonal=0)
-    return out.masked_fill(~causal, -math.inf)
-
-
 def ssd_naive(
     x: Tensor,
     dt: Tensor,
@@ -130,31 +116,75 @@ def _naive_scan(
     return (y, state) if return_final_states else y
 
 
+def exp_floor_log(dtype: torch.dtype) -> float:
+    """log of the floor of :func:`exp_floored`: log(finfo.tiny) + 1, so the floor e·tiny (3.2e-38 in float32)
+    is a normal float even after rounding (exp(log(tiny)) itself rounds to a subnormal)."""
+    return math.log(torch.finfo(dtype).tiny) + 1.0
+
+
+def exp_floored(x: Tensor) -> Tensor:
+    """exp(x), floored at e·finfo.tiny (3.2e-38 in float32, 6.1e-308 in float64), differentiable.
+
+    ATen's vectorised exp takes a scalar slow path, 10-30× slower, for every input whose result is subnormal
+    or underflows to 0 (−inf included); clamping the input first keeps it on the fast path. The results
+    differ from exp by less than 3.2e-38 (float32).
+    """
+    return x.clamp_min(exp_floor_log(x.dtype)).exp()
+
+
+def decay_matrix_t(a: Tensor) -> Tensor:
+    """Transposed decay matrix: out[..., s, t] = exp(Σ_{s<k≤t} a_k) for t ≥ s, and 1 for t < s (mask it).
+
+    a (..., T) -> (..., T, T). Stable: each sum is a masked copy of ``a`` cumulated in order, never a difference
+    of two long cumsums (no catastrophic cancellation); one (T, T) buffer, cumulated in place along the
+    contiguous last dim; floored like :func:`exp_floored`. Not differentiable (see :class:`_IntraChunk`).
+    """
+    T = a.size(-1)
+    later = torch.ones(T, T, dtype=torch.bool, device=a.device).triu(1)
+    out = torch.where(later, a[..., None, :], 0.0).cumsum_(-1)  # out[..., s, t] = Σ_{s<k≤t} a_k
+    return out.clamp_min_(exp_floor_log(out.dtype)).exp_()
+
+
 def pass_states(states: Tensor, chunk_decay: Tensor, init: Tensor | None) -> tuple[Tensor, Tensor]:
     """Chunk-entry states S̄_c and the final state, from S̄_0 = init and S̄_{c+1} = exp(a_c)·S̄_c + S_c.
 
     states: (b, c, h, p, n) per-chunk states S_c; chunk_decay: (b, c, h) log decays a_c ≤ 0; init (b, h, p, n).
-    Two levels, no Python loop: chunks are grouped in blocks of K ≈ (2c)^⅓; states pass within each block by
-    one segsum-weighted sum, then between blocks by another: O(c·K + (c/K)²) instead of O(c²).
-    Returns (S̄ (b, c, h, p, n), final (b, h, p, n)).
+    Stepped chunk by chunk: O(c) work on (b, h, p, n) states. Returns (S̄ (b, c, h, p, n), final (b, h, p, n)).
     """
-    b, c, h, p, n = states.shape
-    K = max(1, round((2 * c) ** (1 / 3)))
-    m = -(-c // K)
-    pad = m * K - c  # padded chunks have a = 0 and S = 0, so they pass the state through unchanged
-    S = F.pad(states, (0, 0, 0, 0, 0, 0, 0, pad)).reshape(b, m, K, h, p, n)
-    a = F.pad(chunk_decay, (0, 0, 0, pad)).reshape(b, m, K, h).permute(0, 3, 1, 2)  # (b, h, m, K)
-    # within each block, from a zero entry state: local[:, j, k] = state entering chunk k of block j
-    seg = torch.exp(segsum(F.pad(a, (1, 0))))[..., 1:]  # (b, h, m, K+1, K); the zero entry column dropped
-    local = torch.einsum("bhmzk,bmkhpn->bmzhpn", seg, S)
-    # between blocks: the state entering each block (and, last, the final state)
-    block_in = torch.cat(
-        [init[:, None] if init is not None else S.new_zeros(b, 1, h, p, n), local[:, :, K]], 1
-    )
-    entry = torch.einsum("bhzj,bjhpn->bzhpn", torch.exp(segsum(F.pad(a.sum(-1), (1, 0)))), block_in)
-    within = torch.exp(torch.cumsum(a, -1) - a).permute(0, 2, 3, 1)  # (b, m, K, h): decay from block start
-    states_in = local[:, :, :K] + within[..., None, None] * entry[:, :m, None]
-    return states_in.reshape(b, m * K, h, p, n)[:, :c], entry[:, m]
+    run = init if init is not None else states.new_zeros(states[:, 0].shape)
+    entering = []
+    # unbind, not indexing: one backward node per tensor instead of a full-size zero gradient per chunk
+    for decay, state in zip(exp_floored(chunk_decay)[..., None, None].unbind(1), states.unbind(1)):
+        entering.append(run)
+        run = decay * run + state
+    return torch.stack(entering, 1), run
+
+
+class _IntraChunk(torch.autograd.Function):
+    """Diagonal blocks of chunked SSD, per head: y_t = Σ_{s≤t} (C_t·B_s)·exp(Σ_{s<k≤t} a_k)·v_s.
+
+    cbt (..., 1, Q, Q) with cbt[s, t] = B_s·C_t for t ≥ s and 0 for t < s, shared by the r heads of a group;
+    a (..., r, Q) log decays; v (..., r, Q, p). Returns y (..., r, Q, p). The backward is written out, so
+    autograd keeps one (Q, Q) tensor per head (the decays) instead of a chain of masks, cumsums and flips.
+    """
+
+    @staticmethod
+    def forward(ctx, cbt: Tensor, a: Tensor, v: Tensor) -> Tensor:  # type: ignore[override]
+        decay = decay_matrix_t(a)
+        ctx.save_for_backward(cbt, decay, v)
+        return (decay * cbt).mT @ v
+
+    @staticmethod
+    def backward(ctx, gy: Tensor) -> tuple[Tensor, Tensor, Tensor]:  # type: ignore[override]
+        cbt, decay, v = ctx.saved_tensors
+        weights = decay * cbt  # Wᵀ[s, t], the weight of v_s in y_t
+        g_v = weights @ gy
+        g_w = v @ gy.mT  # dL/dWᵀ[s, t]
+        g_seg = weights.mul_(g_w)  # dL/d(Σ_{s<k≤t} a_k) at [s, t]; zero for t < s
+        g_cbt = g_w.mul_(decay).sum(-3, keepdim=True)
+        # d a_k = Σ_{s<k≤t} g_seg[s, t]: prefix sums over s, then row k − 1 right of the diagonal
+        g_a = g_seg.cumsum_(-2).triu_(1).sum(-1)
+        return g_cbt, F.pad(g_a[..., :-1], (1, 0)), g_v
 
 
 def ssd_chunked(
@@ -175,9 +205,11 @@ def ssd_chunked(
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Chunked SSD (the four-step algorithm of the Mamba2 paper) with B/C groups; any L via zero padding.
 
-    Works chunk-major, (b, c, g, r, Q, ·) with heads h = g·r, so every step is a batched matmul or an
-    elementwise op. Padded steps get Δ = 0, so they neither decay nor inject and the final state is exact.
-    Autocast is disabled inside: the compute dtype is float32 (float64 for float64 inputs).
+    Works chunk-major with heads h = g·r. The heads of a group share B and C, so the chunk states and the
+    state-to-output step are one matmul per (batch, chunk, group) with the r·p head channels stacked, and only
+    the diagonal blocks (:class:`_IntraChunk`) are per head. Padded steps get Δ = 0, so they neither decay nor
+    inject and the final state is exact. Autocast is disabled inside: the compute dtype is float32 (float64 for
+    float64 inputs).
     """
     b, L, h, p = x.shape
     g, n = B.shape[2], B.shape[3]
@@ -187,27 +219,26 @@ def ssd_chunked(
     pad = nc * Q - L
     with torch.autocast(x.device.type, enabled=False):
         delta = prepare_dt(dt, dt_bias, dt_softplus, dt_limit, ct)
-        delta = F.pad(delta, (0, 0, 0, pad)).reshape(b, nc, Q, g, r).permute(0, 1, 3, 4, 2)  # (b, c, g, r, Q)
-        xc = F.pad(x.to(ct), (0, 0, 0, 0, 0, pad)).reshape(b, nc, Q, g, r, p).permute(0, 1, 3, 4, 2, 5)
-        Bc = (
-            F.pad(B.to(ct), (0, 0, 0, 0, 0, pad)).reshape(b, nc, Q, g, n).permute(0, 1, 3, 2, 4)
-        )  # (b, c, g, Q, n)
-        Cc = F.pad(C.to(ct), (0, 0, 0, 0, 0, pad)).reshape(b, nc, Q, g, n).permute(0, 1, 3, 2, 4)
-        xdt = xc * delta[..., None]  # (b, c, g, r, Q, p)
-        dA = delta * A.to(ct).reshape(g, r, 1)
-        cs = torch.cumsum(dA, dim=-1)  # (b, c, g, r, Q)
+        delta = F.pad(delta, (0, 0, 0, pad)).reshape(b, nc, Q, g, r).transpose(2, 3)  # (b, c, g, Q, r)
+        dA = (delta * A.to(ct).reshape(g, 1, r)).mT.contiguous()  # (b, c, g, r, Q)
+        cs = torch.cumsum(dA, dim=-1)
+        xc = F.pad(x.to(ct), (0, 0, 0, 0, 0, pad)).reshape(b, nc, Q, g, r, p).transpose(2, 3)  # (b,c,g,Q,r,p)
+        Bc = F.pad(B.to(ct), (0, 0, 0, 0, 0, pad)).reshape(b, nc, Q, g, n).transpose(2, 3)  # (b, c, g, Q, n)
+        Cc = F.pad(C.to(ct), (0, 0, 0, 0, 0, pad)).reshape(b, nc, Q, g, n).transpose(2, 3)
 
         # 1. intra-chunk (diagonal blocks): y_t += Σ_{s≤t} (C_t·B_s)·exp(cs_t − cs_s)·Δ_s·x_s
-        cb = (Cc @ Bc.transpose(-1, -2))[:, :, :, None]  # (b, c, g, 1, Q, Q)
-        y = (cb * torch.exp(segsum(dA))) @ xdt  # (b, c, g, r, Q, p)
-        # 2. per-chunk states: S_c = Σ_s exp(cs_end − cs_s)·Δ_s·x_s·B_sᵀ -> (b, c, g, r, p, n)
-        states = (xdt * torch.exp(cs[..., -1:] - cs)[..., None]).transpose(-1, -2) @ Bc[:, :, :, None]
+        xdt = (xc * delta[..., None]).transpose(3, 4)  # (b, c, g, r, Q, p)
+        cbt = (Bc @ Cc.mT).triu_()[:, :, :, None]  # (b, c, g, 1, Q, Q): B_s·C_t at [s, t], 0 for t < s
+        y = _IntraChunk.apply(cbt, dA, xdt)  # (b, c, g, r, Q, p)
+        # 2. per-chunk states S_c = Σ_s exp(cs_end − cs_s)·Δ_s·x_s·B_sᵀ, the r heads stacked: (b, c, g, r·p, n)
+        to_end = delta * exp_floored(cs[..., -1:] - cs).mT  # (b, c, g, Q, r)
+        states = (xc * to_end[..., None]).reshape(b, nc, g, Q, r * p).mT @ Bc
         # 3. state passing across chunks (the state entering each chunk, plus the final state)
         init = initial_states.to(ct) if initial_states is not None else None
         states_in, final = pass_states(states.reshape(b, nc, h, p, n), cs[..., -1].reshape(b, nc, h), init)
-        # 4. state -> output: y_t += exp(cs_t)·C_tᵀ·S̄_c
-        c_s = Cc[:, :, :, None] @ states_in.reshape(b, nc, g, r, p, n).transpose(-1, -2)  # (b, c, g, r, Q, p)
-        y = y + c_s * torch.exp(cs)[..., None]
-        y = y.permute(0, 1, 4, 2, 3, 5).reshape(b, nc * Q, h, p)[:, :L]
+        # 4. state -> output: y_t += exp(cs_t)·C_tᵀ·S̄_c, one (Q, n) @ (n, r·p) matmul per group
+        c_s = (Cc @ states_in.reshape(b, nc, g, r * p, n).mT).reshape(b, nc, g, Q, r, p)
+        y = c_s * exp_floored(cs).mT[..., None] + y.transpose(3, 4)  # (b, c, g, Q, r, p)
+        y = y.transpose(2, 3).reshape(b, nc * Q, h, p)[:, :L]
         y = apply_skip_and_gate(y, x, D, z).to(x.dtype)
     return (y, final) if return_final_states else y

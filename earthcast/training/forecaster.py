@@ -88,6 +88,25 @@ def rollout(
     return torch.stack(preds, dim=1), aux
 
 
+def advance_batch(
+    batch: dict[str, torch.Tensor], lead_in: torch.Tensor, time: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """The batch moved on by the K' = ``lead_in.shape[1]`` steps the model predicted, for push-forward
+    training: its input window ends with those predictions (B, K', C, H, W), and its targets, forcings
+    (B, N + K, F, H, W) and init time (``time``, (B,) int64 ns: the valid time of the last prediction) move on
+    by K' steps, so the next step starts from the model's own state."""
+    k, n = lead_in.shape[1], batch["inputs"].shape[1]
+    window = torch.cat([batch["inputs"], lead_in.to(batch["inputs"].dtype)], dim=1)[:, -n:]
+    forcings = batch["forcings"]
+    return {
+        **batch,
+        "inputs": window,
+        "targets": batch["targets"][:, k:],
+        "forcings": forcings[:, k:] if forcings is not None else None,
+        "time": time,
+    }
+
+
 class Forecaster(nn.Module):
     """A one-step predictor turned into a K-step autoregressive forecaster (see :func:`rollout`).
 

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 import torch
 
 from earthcast.datasets.channels import ChannelManifest
+from earthcast.datasets.statistics import NormStats
 from earthcast.errors import ConfigError
 from earthcast.scoring.weights import latitude_weights
 
@@ -38,6 +39,24 @@ def channel_weights(manifest: ChannelManifest, variable_weights: Mapping[str, fl
     if any(v < 0 for v in values):
         raise ConfigError(f"variable_weights must be >= 0, got {weights}")
     return torch.tensor(values, dtype=torch.float32)
+
+
+def increment_std(stats: NormStats) -> torch.Tensor:
+    """(C,) float32 tendency_std / state_std: the std of a one-step increment in state-normalised units
+    (zero stds, i.e. constant channels, count as 1)."""
+    state = torch.tensor(stats.state_std, dtype=torch.float64)
+    tendency = torch.tensor(stats.tendency_std, dtype=torch.float64)
+    ratio = torch.where(state > 0, tendency / torch.where(state > 0, state, 1.0), 1.0)
+    return torch.where(ratio > 0, ratio, 1.0).float()
+
+
+def tendency_loss_scale(stats: NormStats) -> torch.Tensor:
+    """(C,) float32 (state_std / tendency_std)², normalised to mean 1 over channels.
+
+    Multiplying the squared error of state-normalised channels by this gives every channel's one-step
+    increment unit variance in the loss (GraphCast's residual normalisation)."""
+    scale = increment_std(stats).double() ** -2
+    return (scale / scale.mean()).float()
 
 
 def weighted_mse(

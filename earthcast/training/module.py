@@ -32,13 +32,29 @@ from earthcast.training.checks import (
     compatibility_problems,
     describe_non_finite,
 )
-from earthcast.training.forecaster import Forecaster, rollout, valid_times
+from earthcast.training.forecaster import Forecaster, advance_batch, rollout, valid_times
 from earthcast.training.freerun import free_run_diagnostics
-from earthcast.training.losses import area_weights, channel_weights, squared_error_sums, weighted_mse
+from earthcast.training.losses import (
+    area_weights,
+    channel_weights,
+    increment_std,
+    squared_error_sums,
+    tendency_loss_scale,
+    weighted_mse,
+)
 from earthcast.training.normalizer import Normalizer
 from earthcast.training.schedules import normalize_schedule, rollout_steps, warmup_cosine
 
-__all__ = ["ForecastModule", "IncompatibleCheckpointError", "NonFiniteLossError"]
+__all__ = [
+    "LOSS_SCALES",
+    "ROLLOUT_GRADIENTS",
+    "ForecastModule",
+    "IncompatibleCheckpointError",
+    "NonFiniteLossError",
+]
+
+ROLLOUT_GRADIENTS: tuple[str, ...] = ("full", "last")
+LOSS_SCALES: tuple[str, ...] = ("tendency", "state")
 
 
 def _manifest(value: Mapping | ChannelManifest | None) -> ChannelManifest:
@@ -79,9 +95,20 @@ class ForecastModule(L.LightningModule):
         lr, weight_decay, betas: AdamW settings (decay groups from ``param_groups``).
         warmup_steps, total_steps, min_lr_ratio: linear warm-up then cosine to ``lr * min_lr_ratio`` at
             ``total_steps`` (default: the trainer's estimated stepping batches).
-        rollout_schedule: ``{epoch: K}`` unroll curriculum, e.g. ``{0: 1, 2: 2, 4: 4}``; K is capped by
-            the batch's n_target. Losses are averaged over the K steps.
-        variable_weights: loss weight per channel name or variable (default 1).
+        rollout_schedule: ``{optimizer_step: K}`` unroll curriculum, e.g. ``{0: 1, 600: 2, 800: 4}``; K is
+            capped by the batch's n_target. It counts steps (``global_step``), so it starts whatever the
+            epoch length and a resumed run continues it.
+        rollout_gradient: ``"full"`` backpropagates through all K steps and averages the loss over them;
+            ``"last"`` runs the first K − 1 steps without gradients and scores only the last (the
+            "push-forward" trick; ACE's ``optimize_last_step_only``): the model learns from inputs it
+            produced itself at the cost of one step's activations.
+        loss_scale: ``"tendency"`` weights each channel's squared error (normalised by the state std) by
+            (state_std / tendency_std)², mean 1 over channels, so every channel's one-step increment has
+            unit variance in the loss (GraphCast's residual normalisation; without it, Z500's 6-hour
+            tendency counts ~30× less than V250's); ``"state"`` weights every normalised channel equally.
+        variable_weights: loss weight per channel name or variable (default 1), on top of ``loss_scale``.
+        input_noise: in training, Gaussian noise of this many tendency stds is added to the input states
+            (not to fed-back predictions), so the model learns to correct small errors; 0 = off.
         checkpoint_steps: recompute each unroll step in the backward pass (per-step gradient checkpointing).
         offload_activations: keep saved activations in host memory (``save_on_cpu``).
         ema_decay: keep an exponential moving average of the weights, used for validation and prediction.
@@ -111,7 +138,10 @@ class ForecastModule(L.LightningModule):
         total_steps: int | None = None,
         min_lr_ratio: float = 0.01,
         rollout_schedule: dict[int, int] | None = None,
+        rollout_gradient: str = "full",
+        loss_scale: str = "tendency",
         variable_weights: dict[str, float] | None = None,
+        input_noise: float = 0.0,
         checkpoint_steps: bool = True,
         offload_activations: bool = False,
         ema_decay: float | None = None,
@@ -125,13 +155,23 @@ class ForecastModule(L.LightningModule):
         model_settings = dict(model_settings or {})
         self.save_hyperparameters()
         self.schedule = normalize_schedule(rollout_schedule)
+        if rollout_gradient not in ROLLOUT_GRADIENTS:
+            raise ConfigError(
+                f"rollout_gradient must be one of {ROLLOUT_GRADIENTS}, got {rollout_gradient!r}"
+            )
+        if loss_scale not in LOSS_SCALES:
+            raise ConfigError(f"loss_scale must be one of {LOSS_SCALES}, got {loss_scale!r}")
+        if input_noise < 0:
+            raise ConfigError(f"input_noise is a number of tendency stds >= 0, got {input_noise}")
         self.normalizer = Normalizer(self.stats, boundary=self.manifest.boundary_width > 0)
         one_step = build_model(model, self.manifest, self.stats, n_input=n_input, size=size, **model_settings)
         self.forecaster = Forecaster(one_step, checkpoint_steps=checkpoint_steps, offload=offload_activations)
         self.register_buffer("lat_weights", area_weights(self.manifest), persistent=False)
-        self.register_buffer(
-            "chan_weights", channel_weights(self.manifest, variable_weights), persistent=False
-        )
+        weights = channel_weights(self.manifest, variable_weights)
+        if loss_scale == "tendency":
+            weights = weights * tendency_loss_scale(self.stats)
+        self.register_buffer("chan_weights", weights, persistent=False)
+        self.register_buffer("increment_std", increment_std(self.stats), persistent=False)
         self.ema = (
             AveragedModel(one_step, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
             if ema_decay is not None
@@ -194,14 +234,32 @@ class ForecastModule(L.LightningModule):
         return weighted_mse(preds.float(), targets, self.lat_weights, self.chan_weights, batch["mask"])
 
     def current_rollout(self, batch: dict[str, torch.Tensor]) -> int:
-        """K from the curriculum at the current epoch, capped by the batch's n_target."""
-        return rollout_steps(self.schedule, self.current_epoch, cap=batch["targets"].shape[1])
+        """K from the curriculum at the current optimizer step, capped by the batch's n_target."""
+        return rollout_steps(self.schedule, self.global_step, cap=batch["targets"].shape[1])
 
     # ---------------------------------------------------------------- training
+    def training_inputs(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The batch with ``input_noise`` tendency stds of Gaussian noise on the input states (valid points)."""
+        noise = self.hparams.input_noise
+        if not noise:
+            return batch
+        scale = (noise * self.increment_std).to(batch["inputs"].dtype)[:, None, None]
+        valid = batch["mask"].to(batch["inputs"].dtype)[:, None, None]
+        inputs = batch["inputs"] + torch.randn_like(batch["inputs"]) * scale * valid
+        return {**batch, "inputs": inputs}
+
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         steps = self.current_rollout(batch)
-        preds, aux = self.unroll(batch, steps)
-        loss = self.loss(preds, batch)
+        batch = self.training_inputs(batch)
+        if self.hparams.rollout_gradient == "last" and steps > 1:
+            with torch.no_grad():
+                lead_in, _ = self.unroll(batch, steps - 1)
+            shifted = advance_batch(batch, lead_in, self.valid_times(batch["time"], steps - 1)[:, -1])
+            preds, aux = self.unroll(shifted, 1)
+            loss = self.loss(preds, shifted)
+        else:
+            preds, aux = self.unroll(batch, steps)
+            loss = self.loss(preds, batch)
         if not bool(torch.isfinite(loss)):
             raise NonFiniteLossError(describe_non_finite(self.global_step, batch, preds, self.manifest))
         size = batch["inputs"].shape[0]

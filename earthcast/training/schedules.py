@@ -1,4 +1,7 @@
-"""Schedules: the autoregressive rollout curriculum and the warm-up + cosine learning-rate factor."""
+"""Schedules: the autoregressive rollout curriculum and the warm-up + cosine learning-rate factor.
+
+Both count optimizer steps, so a schedule means the same whatever the epoch length, and a run resumed from a
+mid-epoch checkpoint continues it where it stopped."""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ from earthcast.errors import ConfigError
 
 
 def normalize_schedule(schedule: Mapping[int | str, int] | None) -> dict[int, int]:
-    """``{epoch: K}`` with integer keys (YAML may give strings), validated; None means ``{0: 1}``."""
+    """``{optimizer_step: K}`` with integer keys (YAML may give strings), validated; None means ``{0: 1}``."""
     if not schedule:
         return {0: 1}
     out = {int(epoch): int(k) for epoch, k in schedule.items()}
@@ -18,16 +21,18 @@ def normalize_schedule(schedule: Mapping[int | str, int] | None) -> dict[int, in
     bad = {e: k for e, k in out.items() if k < 1 or e < 0}
     if bad:
         raise ConfigError(
-            f"rollout_schedule needs epochs >= 0 and steps >= 1, got {bad}; e.g. {{0: 1, 2: 2, 4: 4}}"
+            "rollout_schedule maps optimizer steps >= 0 to unroll lengths >= 1, got "
+            f"{bad}; e.g. {{0: 1, 600: 2, 800: 4}}"
         )
     return dict(sorted(out.items()))
 
 
-def rollout_steps(schedule: Mapping[int | str, int] | None, epoch: int, cap: int | None = None) -> int:
-    """Unroll length K at ``epoch``: the value of the latest schedule key ≤ epoch, capped at ``cap``
-    (the data's n_target). ``{0: 1, 2: 2, 4: 4}`` gives 1, 1, 2, 2, 4, 4, … for epochs 0, 1, 2, …"""
+def rollout_steps(schedule: Mapping[int | str, int] | None, step: int, cap: int | None = None) -> int:
+    """Unroll length K at optimizer step ``step`` (the trainer's ``global_step``, which a resume restores):
+    the value of the latest schedule key ≤ step, capped at ``cap`` (the data's n_target).
+    ``{0: 1, 2: 2, 4: 4}`` gives 1, 1, 2, 2, 4, 4, … for steps 0, 1, 2, …"""
     table = normalize_schedule(schedule)
-    k = table[max(e for e in table if e <= epoch)]
+    k = table[max(e for e in table if e <= step)]
     return min(k, cap) if cap is not None else k
 
 
