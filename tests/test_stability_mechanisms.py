@@ -312,3 +312,22 @@ def test_training_and_the_rollout_engine_agree_with_ema(datamodule: WB2DataModul
     assert module.ema is not None and not torch.equal(
         next(module.ema.module.parameters()), next(module.model.parameters())
     )
+
+
+def test_a_checkpoint_of_other_layers_gets_a_clear_error(datamodule: WB2DataModule, tmp_path) -> None:
+    from earthcast.errors import CheckpointError
+    from earthcast.training.checkpoints import load_module
+
+    module = ForecastModule(
+        "tritoncast", "tiny", MICRO | {"upsample": "transposed"}, manifest=datamodule.manifest.to_dict(),
+        stats=datamodule.stats.to_dict(),
+    )  # fmt: skip
+    trainer = quiet_trainer(max_steps=1, limit_val_batches=0)
+    trainer.fit(module, datamodule=datamodule)
+    ckpt = tmp_path / "old.ckpt"
+    trainer.save_checkpoint(ckpt)
+    saved = torch.load(ckpt, weights_only=False)
+    saved["hyper_parameters"]["model_settings"].pop("upsample")  # as an earthcast before the option wrote it
+    torch.save(saved, ckpt)
+    with pytest.raises(CheckpointError, match=r"do not fit the model.*upsample: transposed"):
+        load_module(ckpt)

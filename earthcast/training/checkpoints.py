@@ -98,5 +98,16 @@ def load_module(path: str | os.PathLike, device: str | torch.device = "cpu") -> 
     checkpoint = read_checkpoint(path)
     cls = module_class(checkpoint)
     del checkpoint
-    module = cls.load_from_checkpoint(path, map_location=torch.device(device), weights_only=True)
+    try:
+        module = cls.load_from_checkpoint(path, map_location=torch.device(device), weights_only=True)
+    except RuntimeError as err:
+        if "state_dict" not in str(err):
+            raise
+        first = "; ".join(line.strip() for line in str(err).splitlines()[1:3])
+        raise CheckpointError(
+            f"the weights in {str(path)!r} do not fit the model this earthcast builds from the checkpoint's "
+            f"settings ({first}). It was written by an earthcast whose layers differ (e.g. before the V-cycle's "
+            "prolongation became bilinear; that layer remains available as model_settings.upsample: transposed "
+            "for new runs): retrain, or load it with the earthcast version that wrote it."
+        ) from err
     return module.eval()
