@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# One prepared GPU check for a lent H200 (<= 8 minutes): Triton SSD / gated RMSNorm correctness on CUDA,
-# bf16 fwd+bwd timings at L = 1k … 64k against the PyTorch chunked SSD and SDPA, and a backbone train step.
+# One prepared GPU check for a lent H200 (< 5 minutes). First every correctness check: the Triton SSD with D and z
+# at chunk 64 and 128 and d_state 64 and 128, the gated RMSNorm, and a backbone training step, Triton vs reference.
+# If any fails it names them and exits 1 without timing anything. Then bf16 timings: SSD fwd+bwd at L = 1k … 64k
+# against the PyTorch chunked SSD and SDPA, a backbone training step, the planner's batched beam search.
 # Run from the repository root:   bash benchmarks/gpu_check.sh
 # Needs torch (CUDA) and triton; earthcast itself need not be installed.
 set -euo pipefail
@@ -19,4 +21,4 @@ if ! python -c "import earthcast.models.backbone" >/dev/null 2>&1; then
 fi
 
 export PYTHONUNBUFFERED=1
-exec timeout 480 python benchmarks/gpu_check.py "$@"
+exec timeout 300 python benchmarks/gpu_check.py "$@"

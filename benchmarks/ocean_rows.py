@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         inits = "2019-01-01:2019-01-26:5D" if args.quick else "2019-01-01:2019-11-27:5D"
         _earthcast(
             "rollout",
-            "--ckpt",
+            "--checkpoint",
             str(ckpt),
             "--data",
             store,
@@ -131,8 +131,8 @@ def main(argv: list[str] | None = None) -> int:
             "30d",
             "--out",
             str(forecast_path),
-            "--no-progress",
-            "--overwrite",
+            "--progress=false",
+            "--overwrite=true",
         )
     rows = score_rows(xr.open_zarr(forecast_path), xr.open_zarr(store))
     result = {"train_seconds": train_s and round(train_s, 1), "rows": rows}

@@ -310,7 +310,7 @@ def main() -> None:
     inits = f"{INITS[0].date()}/{INITS[-1].date()}/1MS"
     earthcast(
         "rollout",
-        "--ckpt",
+        "--checkpoint",
         ckpt,
         "--data",
         store,
@@ -320,9 +320,9 @@ def main() -> None:
         f"{LEADS[-1]}MS",
         "--out",
         forecast,
-        "--overwrite",
-        "--no-progress",
-        "--batch-size",
+        "--overwrite=true",
+        "--progress=false",
+        "--batch_size",
         16,
     )
     seasonal = out / "persistence_12m.zarr"

@@ -1,22 +1,26 @@
 """Rollout overhead and memory: a full ``earthcast rollout`` against bare model forwards, in one run.
 
-1. Overhead: a 1460-step (one year at 6 h) rollout of the ``tiny`` TritonCast on a 64x32 synthetic store,
-   with the WB2 Zarr writer, the online aggregators, the per-step restart record and the progress bar on,
-   against 1460 bare ``model(state, static, forcings, time)`` forwards on the same inputs (half run before
-   and half after the rollout, so a drifting machine load hits both sides alike), one torch thread on both
-   sides. Bar: <= 1.10x.
+1. Overhead: a 1460-step (one year at 6 h) rollout of ``INITS`` inits in one batch (one forward per step for
+   all of them) of the ``tiny`` TritonCast on a 64x32 synthetic store, with the WB2 Zarr writer, the online
+   aggregators, the per-step restart record and the progress bar on, against 1460 bare forwards: the best
+   simple loop a user would write, ``model(state, static, forcings, time)`` under ``torch.inference_mode``
+   with the same batch and the same model, feeding each output back, with no forcing updates, no checks and
+   no I/O. Half of the bare forwards run before and half after the rollout, so a drifting machine load hits
+   both sides alike. Both sides use ``--threads`` torch threads (default 1). Bar: <= 1.05x.
 2. Memory: peak RSS (``ru_maxrss``) of a fresh process running a 1460-step rollout against one running
-   100 steps. Bar: <= 1.1x.
+   100 steps (the two run side by side). Bar: <= 1.1x.
 
-``--quick`` (< 60 s) runs 60 steps for the overhead and 60 vs 6 steps for the memory ratio; it says so.
+``--quick`` (< 60 s) runs 60 steps for the overhead and 60 vs 6 steps for the memory ratio; it says so,
+and the bars then hold those measurements.
 
-    python benchmarks/rollout_overhead.py [--quick] [--workdir DIR]
+    python benchmarks/rollout_overhead.py [--quick] [--threads N] [--workdir DIR]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import shutil
 import subprocess
@@ -32,6 +36,8 @@ import torch
 from earthcast.rollout import RolloutConfig, load_step_model, run_rollout
 
 INIT = "2020-01-03T00"
+INITS = 4
+"""Inits per batch, on both sides."""
 VARIABLES = {"geopotential": [500], "temperature": [850], "2m_temperature": None}
 
 
@@ -68,35 +74,44 @@ def rollout_config(store: Path, ckpt: Path, out: Path, steps: int, progress: boo
     return RolloutConfig(
         str(ckpt),
         str(store),
-        INIT,
+        f"{INIT}:2020-01-03T18:6h",  # INITS inits
         f"{6 * steps}h",
         str(out),
-        batch_size=1,
+        batch_size=INITS,
         progress=progress,
         overwrite=True,
     )
 
 
-def bare_forwards(store: Path, ckpt: Path, steps: int) -> float:
-    """Seconds for ``steps`` bare one-step forwards (no I/O, no checks), feeding each output back."""
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process so far (all threads)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def bare_forwards(store: Path, ckpt: Path, steps: int) -> tuple[float, float]:
+    """Wall and CPU seconds for ``steps`` bare one-step forwards of ``INITS`` inits (no I/O, no checks, fixed
+    forcings), feeding each output back."""
     from earthcast.datasets.forcings import forcing_fields
     from earthcast.rollout import TruthSource
 
     model = load_step_model(ckpt)
     truth = TruthSource.open(str(store), model.manifest)
-    inits = pd.DatetimeIndex([INIT])
-    window = model.normalize_state(torch.from_numpy(truth.initial_states(inits, 1)))
-    static = model.normalize_static(torch.from_numpy(truth.static_fields()))[None]
+    inits = pd.date_range(INIT, periods=INITS, freq="6h")
+    window = model.normalizer.normalize_state(torch.from_numpy(truth.initial_states(inits, 1)))
+    static = model.normalizer.normalize_static(torch.from_numpy(truth.static_fields()))
+    static = static.expand(INITS, *static.shape)
     lat, lon = np.asarray(model.manifest.latitude), np.asarray(model.manifest.longitude)
-    times = inits.values + np.arange(2) * model.step
-    forcings = torch.from_numpy(forcing_fields(model.manifest.names("forcing"), times, lat, lon))[None]
-    valid = torch.tensor([int(times[-1].astype(np.int64))])
-    start = time.perf_counter()
-    with torch.no_grad():
+    times = inits.values[:, None] + np.arange(2) * model.step  # (B, N + 1)
+    forcings = torch.from_numpy(
+        np.stack([forcing_fields(model.manifest.names("forcing"), t, lat, lon) for t in times])
+    )
+    valid = torch.from_numpy(times[:, -1].astype(np.int64))
+    start, cpu = time.perf_counter(), cpu_seconds()
+    with torch.inference_mode():
         for _ in range(steps):
-            nxt = model.net(window, static, forcings, valid)
-            window = nxt[:, None]
-    return time.perf_counter() - start
+            window = model.net(window, static, forcings, valid)[:, None]
+    return time.perf_counter() - start, cpu_seconds() - cpu
 
 
 def rss_child(store: Path, ckpt: Path, out: Path, steps: int) -> None:
@@ -106,10 +121,33 @@ def rss_child(store: Path, ckpt: Path, out: Path, steps: int) -> None:
     print(json.dumps({"steps": steps, "max_rss_bytes": kib * 1024}))
 
 
-def peak_rss(store: Path, ckpt: Path, workdir: Path, steps: int) -> int:
-    cmd = [sys.executable, __file__, "--rss-child", str(steps), "--workdir", str(workdir)]
-    done = subprocess.run(cmd, check=True, capture_output=True, text=True)
-    return int(json.loads(done.stdout.strip().splitlines()[-1])["max_rss_bytes"])
+def peak_rss(workdir: Path, steps: tuple[int, ...], threads: int) -> list[int]:
+    """Peak RSS in bytes of fresh processes running rollouts of ``steps`` leads, side by side."""
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                __file__,
+                "--rss-child",
+                str(n),
+                "--workdir",
+                str(workdir),
+                "--threads",
+                str(threads),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for n in steps
+    ]
+    out = []
+    for proc in procs:
+        stdout, stderr = proc.communicate()
+        if proc.returncode:
+            raise RuntimeError(f"the peak-RSS child failed:\n{stderr[-2000:]}")
+        out.append(int(json.loads(stdout.strip().splitlines()[-1])["max_rss_bytes"]))
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,10 +156,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--quick", action="store_true", help="fewer steps (< 60 s); the bars then use those")
     parser.add_argument("--workdir", help="reuse this directory (default: a temporary one)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads on both sides (default 1)")
     parser.add_argument("--rss-child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    # one intra-op thread on both sides: on a shared CPU, multi-threaded barriers make timings swing by 3x
-    torch.set_num_threads(1)
+    # one intra-op thread by default: on a shared CPU, multi-threaded barriers make timings swing by 3x
+    torch.set_num_threads(args.threads)
     workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="rollout_bench_"))
     workdir.mkdir(parents=True, exist_ok=True)
     store, ckpt = prepare(workdir)
@@ -133,31 +172,38 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"--quick: {steps} steps for the overhead, {steps} vs {short} steps for memory (full: 1460 / 100)"
         )
+    print(f"torch threads: {torch.get_num_threads()} (OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}), "
+          f"{INITS} inits per forward")  # fmt: skip
     bare_forwards(store, ckpt, 3)  # warm-up
     run_rollout(rollout_config(store, ckpt, workdir / "warm.zarr", 2, progress=False))
     first = bare_forwards(store, ckpt, steps // 2)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), cpu_seconds()
     result = run_rollout(rollout_config(store, ckpt, workdir / "forecast.zarr", steps, progress=True))
-    full = time.perf_counter() - start
+    full, full_cpu = time.perf_counter() - start, cpu_seconds() - cpu
     if result.blowups:
         raise RuntimeError(
             f"the benchmark rollout blew up ({result.blowups[0].describe()}); timings are invalid"
         )
     second = bare_forwards(store, ckpt, steps - steps // 2)
-    bare = first + second
+    bare, bare_cpu = first[0] + second[0], first[1] + second[1]
     ratio = full / bare
     print(
         f"rollout {steps} steps: {full:.2f} s ({1e3 * full / steps:.1f} ms/step, writer + aggregators + restart)"
     )
     print(f"bare forwards {steps}: {bare:.2f} s ({1e3 * bare / steps:.1f} ms/step)")
-    rss_long = peak_rss(store, ckpt, workdir, steps)
-    rss_short = peak_rss(store, ckpt, workdir, short)
+    print(
+        f"CPU time (all threads, less sensitive to other load): rollout {full_cpu:.2f} s, bare {bare_cpu:.2f} s, "
+        f"ratio {full_cpu / bare_cpu:.3f} (the writer's work shows here; the wall ratio is the bar)"
+    )
+    rss_long, rss_short = peak_rss(workdir, (steps, short), args.threads)
     mem = rss_long / rss_short
     print(
         f"peak RSS: {rss_long / 2**20:.1f} MiB at {steps} steps, {rss_short / 2**20:.1f} MiB at {short} steps"
     )
-    print(f"BAR rollout_overhead {ratio:.3f} <= 1.10 {'PASS' if ratio <= 1.10 else 'FAIL'}")
-    print(f"BAR rollout_peak_rss {mem:.3f} <= 1.1 {'PASS' if mem <= 1.1 else 'FAIL'}")
+    if args.quick:
+        print(f"(--quick: the bars below hold the {steps}-step and {steps} vs {short}-step measurements)")
+    print(f"BAR rollout_vs_bare_1460 {ratio:.3f} <= 1.05 {'PASS' if ratio <= 1.05 else 'FAIL'}")
+    print(f"BAR rollout_rss_1460_vs_100 {mem:.3f} <= 1.1 {'PASS' if mem <= 1.1 else 'FAIL'}")
     if not args.workdir:
         shutil.rmtree(workdir, ignore_errors=True)
     return 0

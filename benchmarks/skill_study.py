@@ -87,8 +87,8 @@ def rotated_store(store: str, out: Path, end: str = TEST[1]) -> Path:
 def rollout(ckpt: Path, data: str | Path, inits: str, lead: str, out: Path, batch: int) -> float:
     """``earthcast rollout`` (resumes or returns at once when ``out`` is complete). A member that blows up is
     reported and kept (NaN after the blow-up), and the study records its finite steps."""
-    argv = ["rollout", "--ckpt", str(ckpt), "--data", str(data), "--inits", inits, "--lead", lead]
-    return call([*argv, "--out", str(out), "--batch-size", str(batch), "--no-progress"], (0, BLOWUP_EXIT))
+    argv = ["rollout", "--checkpoint", str(ckpt), "--data", str(data), "--inits", inits, "--lead", lead]
+    return call([*argv, "--out", str(out), "--batch_size", str(batch), "--progress=false"], (0, BLOWUP_EXIT))
 
 
 def skill(results: dict[str, xr.Dataset]) -> dict[str, dict[str, dict[str, float]]]:

@@ -112,10 +112,10 @@ class WB2DataModule(L.LightningDataModule):
             boundary_width=boundary_width,
             where=where,
         )
-        self.splits = self._resolve_splits(ds["time"].values, train, val, test)
+        self.splits = self.resolve_splits(ds["time"].values, train, val, test)
 
     @staticmethod
-    def _resolve_splits(
+    def resolve_splits(
         times: np.ndarray, train: Split | None, val: Split | None, test: Split | None
     ) -> dict[str, Split]:
         """Fill unset splits: test = the final calendar year (or final 365 days), val = the 60 days (or, if
@@ -139,6 +139,15 @@ class WB2DataModule(L.LightningDataModule):
     def stats(self) -> NormStats:
         """Normalisation statistics over the training split (computed once, then cached on disk)."""
         start, end = self.splits["train"]
+        ds = self.source.open()
+        held = ds["time"].sel(time=slice(start, end)).size
+        if held < 2 * self.k:  # statistics (and the tendency std) need at least two model steps
+            first, last = (str(t)[:19] for t in ds["time"].values[[0, -1]])
+            raise DataError(
+                f"the training split {start} … {end} holds {held} time step(s) of {self.source.path} "
+                f"({first} … {last}), too few for normalisation statistics (by default the final year is the "
+                "test split and the 60 days before it validation); set data.train (and data.val, data.test)"
+            )
         cache = self.hparams["stats_cache_dir"]
         return load_or_compute_statistics(
             self.source.open(),

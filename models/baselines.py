@@ -115,7 +115,7 @@ class Climatology(nn.Module):
                 f"the climatology must have {N_DAYS} days of year, it has {clim.sizes['dayofyear']}"
             )
         channels = []
-        for i, channel in enumerate(manifest.state):
+        for channel in manifest.state:
             da = climatology_variable(clim, channel.variable)
             if channel.level is not None:
                 if "level" not in da.dims or channel.level not in da["level"].values:
@@ -124,10 +124,12 @@ class Climatology(nn.Module):
                         "with every level the model uses"
                     )
                 da = da.sel(level=channel.level)
-            values = da.transpose("hour", "dayofyear", "latitude", "longitude").values.astype(np.float64)
-            values = (values - stats.state_mean[i]) / stats.state_std[i]
-            channels.append(np.nan_to_num(values, nan=0.0))
-        table = torch.from_numpy(np.stack(channels, axis=2).astype(np.float32))
+            channels.append(da.transpose("hour", "dayofyear", "latitude", "longitude").values)
+        # normalised by the one normaliser that training and rollouts use (a constant channel's std is 1)
+        from earthcast.training.normalizer import Normalizer  # here: earthcast.training imports this module
+
+        physical = torch.from_numpy(np.stack(channels, axis=2).astype(np.float32))
+        table = torch.nan_to_num(Normalizer(stats).normalize_state(physical), nan=0.0)
         return cls(table, [int(h) for h in clim["hour"].values])
 
     @classmethod

@@ -32,15 +32,15 @@ from earthcast.rollout.model import StepModel
 
 @dataclass(frozen=True)
 class PlanSettings:
-    """How a rollout plans.
+    """How a rollout plans (the ``--planner.*`` options of ``earthcast rollout``).
 
     Attributes:
-        critic: inference critic (:data:`~earthcast.planners.scoring.CRITICS`).
-        horizon: leads searched ahead at every step (1 = pick the best candidate of each step).
+        critic: inference critic: spectrum, conservation, agreement or learned (``CRITICS``).
+        horizon: leads (model steps) searched ahead at every step (1 = pick the best candidate of each step).
         beam_width: beams kept (B).
         expansions: candidates per beam (K; default: the head's K).
-        aggregator: ``argmax`` (the best path), ``top_m`` or ``softmax`` over the final beams.
-        top_m: beams averaged by ``top_m``.
+        aggregator: how the final beams combine: argmax (the best path), top_m or softmax.
+        top_m: beams averaged by the top_m aggregator.
     """
 
     critic: str = "learned"
@@ -84,7 +84,7 @@ class PlannedStepModel(StepModel):
         times = advance_times(valid[:, None], np.arange(1, extra + 1)[None, :], self.manifest.model_step)
         frames = [manifest_forcings(self.manifest, times[:, j], None) for j in range(extra)]
         more = torch.from_numpy(np.stack(frames, axis=1)).to(forcings)
-        return torch.cat([forcings, self.normalize_forcings(more)], dim=1)
+        return torch.cat([forcings, self.normalizer.normalize_forcings(more)], dim=1)
 
     @torch.no_grad()
     def step_once(self, window: Tensor, static: Tensor, forcings: Tensor, valid_ns: Tensor) -> Tensor:

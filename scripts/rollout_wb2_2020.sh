@@ -24,12 +24,12 @@ MEMBERS=${4:-1}
 # 8 inits per batch: each model call advances 8 forecasts (x MEMBERS) by one 6-hour step.
 # Spectra are kept at the WB2 headline leads of 1, 3, 5 and 10 days.
 earthcast rollout \
-  --ckpt "$CKPT" \
+  --checkpoint "$CKPT" \
   --data "$DATA" \
   --inits 2020-01-01T00:2020-12-31T12:12h \
   --lead 10d \
   --members "$MEMBERS" \
   --out "$OUT" \
-  --batch-size 8 \
-  --aggregate-leads 1d 3d 5d 10d \
+  --batch_size 8 \
+  --aggregate_leads 1d 3d 5d 10d \
   --device "${DEVICE:-cpu}"

@@ -21,15 +21,15 @@ DATA=${2:?usage: $0 CHECKPOINT TRUTH_STORE [OUT] [INITS]}
 OUT=${3:-year_rollout.zarr}
 INITS=${4:-2020-01-01T00}
 
-# --aggregate-leads: keep zonal energy spectra after 1, 10, 30, 90 and 365 days.
-# --blowup-bound: stop a run whose normalised state leaves |z| <= 50 and report where (exit status 3).
+# --aggregate_leads: keep zonal energy spectra after 1, 10, 30, 90 and 365 days.
+# --blowup_bound: stop a run whose normalised state leaves |z| <= 50 and report where (exit status 3).
 earthcast rollout \
-  --ckpt "$CKPT" \
+  --checkpoint "$CKPT" \
   --data "$DATA" \
   --inits "$INITS" \
   --lead 365d \
   --out "$OUT" \
-  --batch-size 1 \
-  --aggregate-leads 1d 10d 30d 90d 365d \
-  --blowup-bound 50 \
+  --batch_size 1 \
+  --aggregate_leads 1d 10d 30d 90d 365d \
+  --blowup_bound 50 \
   --device "${DEVICE:-cpu}"

@@ -1,9 +1,16 @@
-"""Shared helpers for the kernel tests: random SSD operands, relative error, NaN-poisoned allocation."""
+"""Shared helpers for the kernel tests (and ``benchmarks/gpu_check.py``, hence no pytest import at run time):
+random SSD operands, relative error, the L1 mass of the dA terms, NaN-poisoned allocation."""
 
 from __future__ import annotations
 
-import pytest
+from typing import TYPE_CHECKING
+
 import torch
+
+from earthcast.kernels.ssd_reference import apply_skip_and_gate, prepare_dt
+
+if TYPE_CHECKING:
+    import pytest
 
 SSD_INPUT_NAMES = ("x", "dt", "A", "B", "C", "D", "z", "dt_bias", "initial_states")
 
@@ -60,6 +67,31 @@ def grads_of(outputs: tuple[torch.Tensor, ...], weights: tuple[torch.Tensor, ...
     loss = sum((o.double() * w.double()).sum() for o, w in zip(outputs, weights))
     gs = torch.autograd.grad(loss, [inputs[k] for k in names])
     return dict(zip(names, gs))
+
+
+def decay_term_mass(
+    inp: dict, weights: tuple[torch.Tensor, torch.Tensor], dt_limit: tuple[float, float]
+) -> torch.Tensor:
+    """Per-head L1 mass Σ_{b,t} |Δ_t · ∂ℓ/∂a_t| (h,) in float64 of the terms that dA sums, where a_t = A·Δ_t is
+    the log decay and ℓ = ⟨y, weights[0]⟩ + ⟨final state, weights[1]⟩: the scale for dA's rounding error.
+
+    A naive recurrence with the log decays a (b, L, h) as their own leaf; inputs as from ``make_ssd_inputs``."""
+    t = {k: (v.detach().double() if v is not None else None) for k, v in inp.items()}
+    x, A, B, C = t["x"], t["A"], t["B"], t["C"]
+    b, length, h, p = x.shape
+    delta = prepare_dt(t["dt"], t["dt_bias"], True, dt_limit, torch.float64)
+    a = (A * delta).requires_grad_()
+    Bh, Ch = (m.repeat_interleave(h // m.shape[2], dim=2) for m in (B, C))
+    state = t["initial_states"] if t["initial_states"] is not None else x.new_zeros(b, h, p, B.shape[-1])
+    ys = []
+    for i in range(length):
+        inject = (delta[:, i, :, None] * x[:, i])[..., None] * Bh[:, i, :, None, :]
+        state = torch.exp(a[:, i])[..., None, None] * state + inject
+        ys.append(torch.einsum("bhpn,bhn->bhp", state, Ch[:, i]))
+    y = apply_skip_and_gate(torch.stack(ys, dim=1), x, t["D"], t["z"])
+    loss = (y * weights[0].double()).sum() + (state * weights[1].double()).sum()
+    (grad_a,) = torch.autograd.grad(loss, [a])
+    return (delta * grad_a).abs().sum((0, 1))
 
 
 def poison_empty(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -18,3 +18,19 @@ def quiet_trainer(**kwargs: Any) -> L.Trainer:
         num_sanity_val_steps=0,
     )
     return L.Trainer(**(defaults | kwargs))
+
+
+class Killed(RuntimeError):
+    """Stands in for a job killed by the scheduler (raised by :class:`KillAfterStep`)."""
+
+
+class KillAfterStep(L.Callback):
+    """Stops the run abruptly (an exception, so nothing more is saved) once ``step`` optimizer steps are done,
+    as a killed job would: the newest checkpoint on disk is whatever was written before."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        if trainer.global_step >= self.step:
+            raise Killed(f"killed after step {trainer.global_step}")

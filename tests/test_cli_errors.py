@@ -55,3 +55,19 @@ def test_real_bad_input_is_an_earthcast_error(tmp_path: Path, capsys: pytest.Cap
     assert "No Zarr store at" in capsys.readouterr().err
     assert issubclass(MissingVariableError, KeyError) and issubclass(MissingVariableError, EarthcastError)
     assert str(MissingVariableError("no quotes")) == "no quotes"
+
+
+def test_bad_options_exit_2_with_the_parser_message(capsys: pytest.CaptureFixture[str]) -> None:
+    """rollout, plot and demo parse their config dataclasses: a bad option exits 2 naming the field, as
+    argparse did, before any work starts."""
+    required = ["--data", "d.zarr", "--inits", "2020-01-01T00", "--lead", "1d", "--out", "f.zarr"]
+    for argv, message in [
+        (["rollout", "--checkpoint", "c.ckpt", *required, "--members", "two"], 'key "members"'),
+        (["rollout", *required], "required: checkpoint"),
+        (["plot", "maps", "--forecast", "f.zarr", "--truth", "t.zarr", "--out", "p"], "variables"),
+        (["demo", "--retrain", "maybe"], "maybe"),
+    ]:
+        with pytest.raises(SystemExit) as bad:
+            cli.main(argv)
+        assert bad.value.code == 2, argv
+        assert message in capsys.readouterr().err, argv

@@ -17,7 +17,7 @@ from earthcast.datasets.reader import CorruptChunkError, NaNInWindowError
 from earthcast.datasets.statistics import load_or_compute_statistics
 from earthcast.datasets.synthetic import synthetic_dataset
 from earthcast.datasets.zarr_store import write_wb2_store
-from earthcast.errors import TimeAxisError
+from earthcast.errors import DataError, TimeAxisError
 from earthcast.grids import grid_mismatch, wb2_grid
 
 GRID = wb2_grid("64x32_equiangular_conservative")
@@ -184,3 +184,11 @@ def test_stats_cache_of_a_rewritten_store_is_not_reused(tmp_path: Path) -> None:
     np.testing.assert_allclose(
         np.array(second.state_mean[:2]) - np.array(first.state_mean[:2]), 10.0, rtol=1e-6
     )
+
+
+def test_a_store_too_short_for_the_default_splits_names_data_train(tmp_path: Path) -> None:
+    """16 days: the default test split (the final 365 days) leaves no training steps; statistics over an empty
+    split would be NaN, so the data module says so instead."""
+    dm = _dm(_store(tmp_path / "short.zarr"), tmp_path, train=None, val=None, test=None)
+    with pytest.raises(DataError, match=r"holds 0 time step\(s\).*set data.train"):
+        _ = dm.stats

@@ -13,6 +13,7 @@ import xarray as xr
 
 from earthcast.datasets.datamodule import WB2DataModule
 from earthcast.datasets.windows import WindowSpec, window_starts
+from earthcast.errors import DataError
 
 VARIABLES = {"geopotential": [500], "temperature": [500, 850], "2m_temperature": None}
 SPLITS = {
@@ -123,6 +124,30 @@ def test_two_persistent_spawned_workers_are_deterministic_per_epoch(dm: WB2DataM
     assert len(epoch0) == len(set(epoch0)) and sorted(epoch0) == sorted(epoch1) and epoch0 != epoch1
     assert set(epoch0) <= set(_times(dm.stream("train"))) | set(_times(dm.stream("val")))
     assert _times(dm.train_dataloader()) == epoch0  # a fresh run reproduces epoch 0 exactly
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_resumed_loader_continues_at_the_next_unseen_batch(dm: WB2DataModule, workers: int) -> None:
+    """Lightning's stateful-dataloader protocol: the state after n batches, loaded into a new loader, gives
+    the rest of the epoch exactly (worker interleaving included), then the next epoch as usual."""
+    dm.hparams["num_workers"] = workers
+    whole = dm.train_dataloader()
+    epoch0 = [batch["time"].tolist() for batch in whole]
+    epoch1 = _times(whole)
+    partial, n = dm.train_dataloader(), 5
+    seen = iter(partial)
+    for _ in range(n):
+        next(seen)
+    state = partial.state_dict()
+    assert state["epoch"] == 0 and sum(state["served"]) == n and len(state["served"]) == max(1, workers)
+    resumed = dm.train_dataloader()
+    resumed.load_state_dict(state)
+    assert [batch["time"].tolist() for batch in resumed] == epoch0[n:]
+    assert _times(resumed) == epoch1
+    other = dm.train_dataloader()
+    other.num_workers = workers + 1
+    with pytest.raises(DataError, match="num_workers"):
+        other.load_state_dict(state)
 
 
 def test_statistics_match_float64_numpy(dm: WB2DataModule, synthetic_store: str) -> None:

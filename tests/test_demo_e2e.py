@@ -24,6 +24,7 @@ import yaml
 from nbclient import NotebookClient
 
 from earthcast.cli import main as earthcast
+from earthcast.commands.demo import DemoConfig, parse_config
 from earthcast.datasets.synthetic import write_synthetic_store
 from earthcast.grids import wb2_grid
 
@@ -32,7 +33,22 @@ MICRO = {
     "widths": [8, 16],
     "core": {"width": 16, "pattern": "AM", "heads": 2, "headdim": 8, "d_state": 8, "backend": "reference"},
 }
-DEMO_ARGS = ["--max-steps", "3", "--skill-inits", "2", "--skill-lead", "5d", "--year-lead", "5d"]
+DEMO_ARGS = ["--max_steps", "3", "--skill_inits", "2", "--skill_lead", "5d", "--year_lead", "5d"]
+
+
+def test_demo_options_are_demo_config_fields(capsys: pytest.CaptureFixture[str]) -> None:
+    """Earlier argparse spellings and jsonargparse's give one DemoConfig; --config stacks training configs."""
+    expected = DemoConfig(out="o", config=("a.yaml", "b.yaml"), max_steps=6, skill_inits=2, skill_lead="5d",
+                          batch_size=3, retrain=True)  # fmt: skip
+    old = ["--out", "o", "--config", "a.yaml", "--config", "b.yaml", "--max-steps", "3", "--skill-inits", "2",
+           "--skill-lead", "5d", "--batch-size", "3", "--retrain", "--max-steps", "6"]  # fmt: skip
+    new = ["--out=o", "--config", "[a.yaml, b.yaml]", "--max_steps", "6", "--skill_inits", "2", "--skill_lead",
+           "5d", "--batch_size", "3", "--retrain", "true"]  # fmt: skip
+    assert parse_config(old) == expected and parse_config(new) == expected
+    assert parse_config([]) == DemoConfig() and DemoConfig().config is None
+    with pytest.raises(SystemExit) as bad:
+        parse_config(["--skill-inits", "many"])
+    assert bad.value.code == 2 and "skill_inits" in capsys.readouterr().err
 
 
 def _weights(lat: np.ndarray) -> np.ndarray:
@@ -166,8 +182,8 @@ def test_cli_chain_rollout_score_plot_notebook(demo: dict) -> None:
     chain, store = demo["root"] / "chain", str(demo["store"])
     clim = str(demo["out"] / "climatology.zarr")
     forecast = chain / "forecast.zarr"
-    assert earthcast(["rollout", "--ckpt", str(demo["ckpt"]), "--data", store, "--inits",
-                      "2018-01-02T00:2018-01-04T00:24h", "--lead", "5d", "--out", str(forecast), "--no-progress"]) == 0  # fmt: skip
+    assert earthcast(["rollout", "--checkpoint", str(demo["ckpt"]), "--data", store, "--inits",
+                      "2018-01-02T00:2018-01-04T00:24h", "--lead", "5d", "--out", str(forecast), "--progress=false"]) == 0  # fmt: skip
     results = chain / "results.nc"
     assert earthcast(["score", "--forecast", str(forecast), "--truth", store, "--climatology", clim,
                       "--out", str(results), "--baselines", "persistence"]) == 0  # fmt: skip
@@ -214,10 +230,10 @@ def test_cli_chain_rollout_score_plot_notebook(demo: dict) -> None:
 def test_demo_rerun_with_changed_inputs_runs_them_again(
     demo: dict, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A changed --max-steps (or config, or store) must not reuse the old checkpoint and its scores: training
+    """A changed --max_steps (or config, or store) must not reuse the old checkpoint and its scores: training
     runs again in its own folder, the rollouts are replaced, scores and plots follow; the climatology, which
     depends only on the truth, is reused. (Last in this file: it changes the demo folder.)"""
-    argv = [*demo["argv"], "--max-steps", "6"]  # the later --max-steps wins (checkpoints every 3 steps)
+    argv = [*demo["argv"], "--max-steps", "6"]  # earlier spelling; the later value wins (checkpoint every 3)
     assert earthcast(argv) == 0
     printed = capsys.readouterr().out
     assert "[demo] train … (its inputs changed since the earlier run)" in printed

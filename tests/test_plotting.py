@@ -15,6 +15,7 @@ import pytest
 import xarray as xr
 from matplotlib.image import imread
 
+from earthcast.commands.plot import MapsPlot, ScorecardPlot, ScoresPlot, SpectraPlot, parse_config
 from earthcast.commands.plot import main as plot_main
 from earthcast.datasets.store import open_store
 from earthcast.grids import equiangular_grid
@@ -342,3 +343,33 @@ def test_cli_writes_every_kind_of_plot(tmp_path: Path, capsys: pytest.CaptureFix
     )
     err = capsys.readouterr().err
     assert "must be NAME=PATH" in err and "Lead 9d is not in the forecast" in err
+
+
+def test_cli_options_are_the_config_dataclass_fields(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Argparse spellings of earlier versions, jsonargparse's and a --config file give the same dataclass."""
+    io = ["--forecast", "f.zarr", "--truth", "t.zarr"]
+    maps = MapsPlot("f.zarr", "t.zarr", ("z", "t"), ("1d", "36h"), "p", levels=(500, 850), coastlines=False)
+    assert parse_config(["maps", *io, "--variables", "z", "t", "--leads", "1d", "36h", "--levels", "500", "850",
+                         "--no-coastlines", "--out", "p"]) == maps  # fmt: skip
+    config = tmp_path / "maps.yaml"
+    config.write_text("variables: [z, t]\nleads: [1d, 36h]\nlevels: [500, 850]\ncoastlines: false\nout: p\n")
+    assert parse_config(["maps", "--config", str(config), *io]) == maps
+    assert parse_config(["maps", *io, "--variables=[z, t]", "--leads", "[1d, 36h]", "--levels", "[500, 850]",
+                         "--coastlines", "false", "--out", "p"]) == maps  # fmt: skip
+    spectra = parse_config(["spectra", *io, "--variables", "z", "--leads", "1d", "--latitude-range", "-30", "30.5",
+                            "--out", "p"])  # fmt: skip
+    assert spectra == SpectraPlot("f.zarr", "t.zarr", ("z",), ("1d",), "p", latitude_range=(-30.0, 30.5))
+    scores = parse_config(["scores", "--results", "m.nc", "--baseline", "a=a.nc", "--baseline", "b=b.nc",
+                           "--out", "p"])  # fmt: skip
+    assert scores == ScoresPlot("m.nc", "p", baseline=("a=a.nc", "b=b.nc"), metrics=("rmse", "acc"))
+    card = parse_config(["scorecard", "--results", "m.nc", "--reference", "r.nc", "--reference-name", "hres",
+                         "--out", "p"])  # fmt: skip
+    assert card == ScorecardPlot("m.nc", "r.nc", "p", reference_name="hres")
+    for argv in (["maps", *io, "--leads", "1d", "--out", "p"], ["maps", *io, "--variables", "z", "--leads", "1d",
+                 "--out", "p", "--projection", "mercator"], ["pie"]):  # fmt: skip
+        with pytest.raises(SystemExit) as bad:
+            parse_config(argv)
+        assert bad.value.code == 2, argv
+    assert "variables" in capsys.readouterr().err

@@ -12,7 +12,8 @@ import xarray as xr
 import zarr
 from rollout_helpers import make_checkpoint, manual_rollout, store_to_channels
 
-from earthcast.commands.rollout import BLOWUP_EXIT, main
+from earthcast.commands.rollout import BLOWUP_EXIT, build_parser, main, parse_config
+from earthcast.planners.inference import PlanSettings
 from earthcast.rollout import RolloutConfig, parse_inits, run_rollout
 from earthcast.scoring.spectrum import zonal_energy_spectrum
 from earthcast.scoring.weights import latitude_weights
@@ -31,8 +32,8 @@ def forecast(trained, tmp_path_factory: pytest.TempPathFactory) -> Path:
     store, ckpt = trained
     out = tmp_path_factory.mktemp("fc") / "forecast.zarr"
     code = main(
-        ["--ckpt", str(ckpt), "--data", str(store), "--inits", "2020-01-02T00:2020-01-03T00:12h", "--lead", "2d",
-         "--out", str(out), "--batch-size", "2", "--aggregate-leads", "1d", "2d", "--no-progress"]
+        ["--checkpoint", str(ckpt), "--data", str(store), "--inits", "2020-01-02T00:2020-01-03T00:12h", "--lead",
+         "2d", "--out", str(out), "--batch_size", "2", "--aggregate_leads", "1d", "2d", "--progress", "false"]
     )  # fmt: skip
     assert code == 0
     return out
@@ -99,6 +100,7 @@ def test_aggregates_match_numpy_on_the_written_store(forecast: Path):
 
 
 def test_rerun_of_a_finished_run_is_a_no_op(trained, forecast: Path, capsys):
+    """The same run in the argparse spellings of earlier versions (the fixture used the new ones)."""
     store, ckpt = trained
     before = {p: p.stat().st_mtime_ns for p in forecast.rglob("*") if p.is_file()}
     code = main(
@@ -160,7 +162,7 @@ def test_blowup_reports_step_channel_location_and_keeps_written_leads(trained, t
     bound = float(np.abs(z[0]).max()) * 1.001
     code = main(
         ["--ckpt", str(bad), "--data", str(store), "--inits", "2020-01-02T00", "--lead", "2d", "--out", str(out),
-         "--blowup-bound", repr(bound), "--no-progress"]
+         "--blowup_bound", repr(bound), "--progress=false"]
     )  # fmt: skip
     assert code == BLOWUP_EXIT
     over = np.abs(z) > bound
@@ -248,3 +250,66 @@ def test_parse_inits_accepts_colon_slash_and_list_forms():
     assert parse_inits("2018-11-01:2019-02-01:monthly").equals(months)
     with pytest.raises(ValueError, match="capital MS"):
         parse_inits("2018-11-01/2019-02-01/1ms")
+
+
+REQUIRED = ["--data", "d.zarr", "--inits", "2020-01-02T00", "--lead", "2d", "--out", "f.zarr"]
+
+
+def test_cli_spellings_old_new_and_config_file_give_one_config(tmp_path: Path):
+    expected = RolloutConfig(
+        checkpoint="c.ckpt", data="d.zarr", inits="2020-01-02T00", lead="2d", out="f.zarr", members=3,
+        perturbation=0.2, perturb_control=True, batch_size=2, aggregate_leads=("1d", "2d"),
+        blowup_bound=float("inf"), progress=False, overwrite=True,
+    )  # fmt: skip
+    old = ["--ckpt", "c.ckpt", *REQUIRED, "--members", "3", "--perturbation", "0.2", "--perturb-control",
+           "--batch-size", "2", "--aggregate-leads", "1d", "2d", "--blowup-bound", "inf", "--no-progress",
+           "--overwrite"]  # fmt: skip
+    new = ["--checkpoint", "c.ckpt", *REQUIRED, "--members=3", "--perturbation", "0.2", "--perturb_control",
+           "true", "--batch_size", "2", "--aggregate_leads", "[1d, 2d]", "--blowup_bound", ".inf", "--progress",
+           "false", "--overwrite=true"]  # fmt: skip
+    config = tmp_path / "rollout.yaml"
+    config.write_text(
+        "checkpoint: c.ckpt\nmembers: 5\nperturbation: 0.2\nperturb_control: true\nbatch_size: 2\n"
+        "aggregate_leads: [1d, 2d]\nblowup_bound: .inf\nprogress: false\noverwrite: true\n"
+    )
+    from_file = ["--config", str(config), *REQUIRED, "--members", "3"]  # later options override the file
+    for argv in (old, new, from_file):
+        assert parse_config(argv) == expected, argv
+    defaults = parse_config(["--checkpoint", "c.ckpt", *REQUIRED])
+    assert defaults == RolloutConfig(checkpoint="c.ckpt", data="d.zarr", inits="2020-01-02T00", lead="2d",
+                                     out="f.zarr")  # fmt: skip
+    assert defaults.progress and defaults.planner is None
+
+
+def test_cli_planner_options_old_and_new(capsys):
+    plan = PlanSettings("spectrum", horizon=2, beam_width=3, aggregator="top_m", top_m=2)
+    old = ["--planner", "p.ckpt", *REQUIRED, "--critic", "spectrum", "--horizon", "2", "--beam-width", "3",
+           "--aggregator", "top_m", "--top-m", "2"]  # fmt: skip
+    new = ["--checkpoint", "p.ckpt", *REQUIRED, "--planner.critic", "spectrum", "--planner.horizon", "2",
+           "--planner.beam_width", "3", "--planner.aggregator", "top_m", "--planner.top_m", "2"]  # fmt: skip
+    for argv in (old, new):
+        assert parse_config(argv).planner == plan, argv
+    bare = parse_config(["--checkpoint", "p.ckpt", *REQUIRED, "--planner"])
+    assert bare.checkpoint == "p.ckpt" and bare.planner == PlanSettings()
+    for argv, message in [
+        (["--ckpt", "c.ckpt", "--planner", "p.ckpt", *REQUIRED], "not allowed with argument --ckpt"),
+        (["--checkpoint", "c.ckpt", *REQUIRED, "--planner.critic", "mse"], "unknown critic 'mse'"),
+        (["--checkpoint", "c.ckpt", *REQUIRED, "--batch-size", "two"], "batch_size"),
+        (REQUIRED, "checkpoint"),
+    ]:
+        with pytest.raises(SystemExit) as bad:
+            parse_config(argv)
+        assert bad.value.code == 2
+        assert message in capsys.readouterr().err
+
+
+def test_cli_help_documents_every_field():
+    """Each RolloutConfig field is an option whose help comes from the docstring (not just its type)."""
+    import dataclasses
+
+    text = " ".join(build_parser().format_help().split())
+    for field in dataclasses.fields(RolloutConfig):
+        option = f"--{field.name} "
+        assert option in text, field.name
+        after = text.split(option, 1)[1].split(" ", 1)[1]  # past the metavar (or {true,false})
+        assert not after.startswith("(type:") and not after.startswith("(required"), field.name

@@ -42,7 +42,7 @@ def _files(store: Path) -> dict[str, bytes]:
     return {str(p.relative_to(store)): p.read_bytes() for p in sorted(store.rglob("*")) if p.is_file()}
 
 
-def _kill_after(proc: subprocess.Popen, record: Path, batch: int, step: int, timeout: float = 120.0) -> dict:
+def _kill_after(proc: subprocess.Popen, record: Path, batch: int, step: int, timeout: float = 120.0) -> None:
     """SIGKILL ``proc`` once its restart record shows (batch, next_step) >= (batch, step)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and proc.poll() is None:
@@ -53,7 +53,7 @@ def _kill_after(proc: subprocess.Popen, record: Path, batch: int, step: int, tim
         if rec is not None and (rec["batch"], rec["next_step"]) >= (batch, step):
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait()
-            return rec
+            return
         time.sleep(0.01)
     proc.kill()
     pytest.fail(f"the rollout ended (rc={proc.returncode}) before reaching batch {batch} step {step}")
@@ -70,11 +70,18 @@ def test_killed_run_resumes_bit_identical_and_other_checkpoints_are_refused(trai
     cmd = [sys.executable, "-m", "earthcast.commands.rollout", *_args(ckpt, store, out)]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    rec = _kill_after(proc, tmp_path / "resumed.rollout" / "restart.bin", batch=1, step=2)
+    # early in batch 0, so that the second batch's set-up and 8 steps leave a wide margin before the end
+    _kill_after(proc, tmp_path / "resumed.rollout" / "restart.bin", batch=0, step=2)
     assert proc.returncode == -signal.SIGKILL
+    # the record as the killed process left it (it may have committed more steps after the one that
+    # triggered the kill): the steps it has on disk, which a resume must not compute again
+    rec = load_record(tmp_path / "resumed.rollout")
     assert not rec["complete"]
+    done_before_kill = rec["batch"] * (total // 2) + rec["next_step"]
+    assert 2 <= done_before_kill < total, "the kill must land part-way through the run"
     half = xr.open_zarr(out, decode_timedelta=True)["temperature"].sel(level=500)
-    assert half.isel(time=0).notnull().all() and half.isel(time=3, prediction_timedelta=-1).isnull().all()
+    first, last = half.isel(time=0, prediction_timedelta=0), half.isel(time=3, prediction_timedelta=-1)
+    assert first.notnull().all() and last.isnull().all()
 
     # a different checkpoint (or option) on the half-written store is refused, naming what differs
     other = tmp_path / "other.ckpt"
@@ -88,9 +95,10 @@ def test_killed_run_resumes_bit_identical_and_other_checkpoints_are_refused(trai
         main([*_args(ckpt, store, out), "--members", "3"])
 
     # the same command resumes at the first unwritten lead and completes
+    capsys.readouterr()
     assert main(_args(ckpt, store, out)) == 0
-    done_before_kill = rec["batch"] * (total // 2) + rec["next_step"]
-    assert _steps_computed(capsys.readouterr().out) == total - done_before_kill  # only the unwritten ones
+    # exactly the unwritten steps: a full rerun, or a restart of the interrupted batch, would compute `total`
+    assert _steps_computed(capsys.readouterr().out) == total - done_before_kill
     assert _files(out) == _files(reference)
     for group in ("global_mean", "zonal_mean", "zonal_energy_spectrum_mean", "time_mean", "time_std"):
         a = xr.open_dataset(tmp_path / "resumed_aggregates.nc", group=group)

@@ -2,7 +2,7 @@
 
 Example::
 
-    earthcast climatology --truth era5.zarr --out clim.zarr --start-year 1990 --end-year 2019
+    earthcast climatology --truth era5.zarr --out clim.zarr --start-year 1990 --end-year 2019 --dask-workers 8
 
 Writes a Zarr v2 store (consolidated) with dims ``(hour, dayofyear, [level], latitude, longitude)``,
 float32, computed with WB2's 61-day triangular window; day 366 is filled from day 365.
@@ -14,6 +14,7 @@ import argparse
 
 from earthcast.datasets.store import open_store
 from earthcast.datasets.zarr_store import atomic_store, write_wb2_store
+from earthcast.distributed import add_dask_arguments, dask_client
 from earthcast.errors import DataError
 from earthcast.scoring.climatology import build_climatology
 
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--window", type=int, default=61, help="odd window length in days (61)")
     p.add_argument("--variables", nargs="+", help="variables (default: all time-dependent ones)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output store")
+    add_dask_arguments(p)
     return p
 
 
@@ -52,10 +54,11 @@ def main(argv: list[str]) -> int:
             "store requires; add units to the truth store or pass --variables without them."
         )
     with atomic_store(args.out, overwrite=args.overwrite) as tmp:
-        clim = build_climatology(
-            truth, start_year=args.start_year, end_year=args.end_year, hour_interval=args.hour_interval,
-            window=args.window, variables=names, progress=True,
-        )  # fmt: skip
+        with dask_client(args.dask_address, args.dask_workers):  # the result is written from this process
+            clim = build_climatology(
+                truth, start_year=args.start_year, end_year=args.end_year, hour_interval=args.hour_interval,
+                window=args.window, variables=names, progress=True,
+            )  # fmt: skip
         write_wb2_store(clim, tmp, chunks={"hour": 1, "dayofyear": 61})
     print(f"wrote {args.out}: {dict(clim.sizes)}")
     return 0

@@ -78,7 +78,7 @@ def parse_configs(paths: Sequence[str]) -> Any:
         raise StoreNotFoundError(f"no config file at {missing}; check the path(s)")
     args = ["fit"] + [item for path in paths for item in ("--config", str(path))]
     cli = EarthcastCLI(args, parse_only=True)
-    return cli.config.fit
+    return cli.config
 
 
 def _check_store(data: Any, timeout: float, notes: list[str]) -> str | None:

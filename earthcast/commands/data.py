@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from earthcast.distributed import add_dask_arguments, dask_client
 from earthcast.errors import GridError
 from earthcast.grids import dataset_geometry, wb2_grid_name
 
@@ -96,7 +97,8 @@ def _stats(args: argparse.Namespace) -> int:
 
     variables = {name: None for name in args.variables} if args.variables else None
     dm = WB2DataModule(args.store, variables or _all_variables(args.store), step=args.step, train=args.train)
-    stats = dm.stats
+    with dask_client(args.dask_address, args.dask_workers):
+        stats = dm.stats
     rows = zip(dm.manifest.names("state"), stats.state_mean, stats.state_std, stats.tendency_std)
     table = {name: {"mean": m, "std": s, "tendency_std": t} for name, m, s, t in rows}
     print(json.dumps(table, indent=1))
@@ -131,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("--variables", nargs="*", help="default: every time-dependent variable, all levels")
     stats.add_argument("--step", default="6h")
     stats.add_argument("--train", nargs=2, metavar=("START", "END"), default=None)
+    add_dask_arguments(stats)
     stats.set_defaults(func=_stats)
     convert = sub.add_parser(
         "convert",

@@ -26,11 +26,11 @@ climatology, scores and plots that depend on it run again.
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +38,10 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 import yaml
+from jsonargparse import ArgumentParser
 from tqdm.auto import tqdm
 
+from earthcast.commands.dataclass_cli import argparse_style, dataclass_parser, field_kinds, parse_dataclass
 from earthcast.commands.demo_stages import Stages, digest, file_digest
 from earthcast.errors import ConfigError, OutputExistsError, RunFailedError, StoreNotFoundError
 from earthcast.report import SOURCES, Field, Stability, headline_rmse, stability, write_report
@@ -54,30 +56,42 @@ HEADLINE_FIELDS: tuple[Field, ...] = (
 """Fields mapped and reported first, when the model forecasts them (at most three are used)."""
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``earthcast demo`` argument parser."""
-    p = argparse.ArgumentParser(
-        prog="earthcast demo", description="Train, roll out a year, score, plot and report in one run."
+@dataclass(frozen=True)
+class DemoConfig:
+    """What ``earthcast demo`` runs; its options are these fields.
+
+    Attributes:
+        out: output folder.
+        config: training config file(s), stacked in order (default: configs/quickstart.yaml); repeatable.
+        store: truth store: demo:atmosphere or a path (default: the config's data.store).
+        max_steps: training steps (default: the config's, 1000 in quickstart).
+        skill_inits: skill inits spread over the test period (72: every 5 days of a year).
+        skill_lead: lead of the skill inits, e.g. 10d.
+        year_lead: lead of the long run, e.g. 365d.
+        batch_size: skill inits per rollout batch.
+        retrain: train again even if a checkpoint exists.
+    """
+
+    out: str = "outputs/demo"
+    config: tuple[str, ...] | None = None
+    store: str | None = None
+    max_steps: int | None = None
+    skill_inits: int = 72
+    skill_lead: str = "10d"
+    year_lead: str = "365d"
+    batch_size: int = 6
+    retrain: bool = False
+
+
+def build_parser() -> ArgumentParser:
+    """The ``earthcast demo`` argument parser: the fields of :class:`DemoConfig`. Its ``--config`` is the
+    training configs, so it has no config file of its own."""
+    return dataclass_parser(
+        DemoConfig,
+        prog="earthcast demo",
+        description="Train, roll out a year, score, plot and report in one run.",
+        config_file=False,
     )
-    p.add_argument("--out", default="outputs/demo", help="output folder (default outputs/demo)")
-    p.add_argument(
-        "--config", action="append", help=f"training config(s), stacked in order (default {DEFAULT_CONFIG})"
-    )
-    p.add_argument(
-        "--store", help="truth store: demo:atmosphere or a path (default: the config's data.store)"
-    )
-    p.add_argument("--max-steps", type=int, help="training steps (default: the config's, 1000 in quickstart)")
-    p.add_argument(
-        "--skill-inits",
-        type=int,
-        default=72,
-        help="skill inits over the test period (default 72: every 5 days)",
-    )
-    p.add_argument("--skill-lead", default="10d", help="lead of the skill inits (default 10d)")
-    p.add_argument("--year-lead", default="365d", help="lead of the long run (default 365d)")
-    p.add_argument("--batch-size", type=int, default=6, help="skill inits per rollout batch (default 6)")
-    p.add_argument("--retrain", action="store_true", help="train again even if a checkpoint exists")
-    return p
 
 
 def _call(module: str, argv: list[str]) -> None:
@@ -100,9 +114,9 @@ def _default_config() -> str:
 
 
 def _global_step(ckpt: Path) -> int:
-    import torch
+    from earthcast.training.checkpoints import read_checkpoint
 
-    return int(torch.load(ckpt, map_location="cpu", weights_only=True, mmap=True)["global_step"])
+    return int(read_checkpoint(ckpt)["global_step"])
 
 
 def _config_data(paths: Sequence[str]) -> dict[str, Any]:
@@ -122,7 +136,7 @@ def _splits(store: str, data: dict[str, Any]) -> dict[str, tuple[str, str]]:
     from earthcast.datasets.store import open_store
 
     times = open_store(store)["time"].values
-    return WB2DataModule._resolve_splits(times, data.get("train"), data.get("val"), data.get("test"))
+    return WB2DataModule.resolve_splits(times, data.get("train"), data.get("val"), data.get("test"))
 
 
 def skill_inits(test: tuple[str, str], lead: pd.Timedelta, count: int) -> pd.DatetimeIndex:
@@ -258,9 +272,14 @@ def _headline(rmse: pd.DataFrame, field: str) -> list[str]:
     return lines
 
 
+def parse_config(argv: Sequence[str]) -> DemoConfig:
+    """The :class:`DemoConfig` of ``earthcast demo`` options (any spelling; bad ones exit with 2)."""
+    return parse_dataclass(build_parser(), DemoConfig, argparse_style(argv, field_kinds(DemoConfig)))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``earthcast demo``; returns 0 when the report is written."""
-    args = build_parser().parse_args(argv)
+    """Run ``earthcast demo``; returns 0 when the report is written (bad options exit with 2)."""
+    args = parse_config(sys.argv[1:] if argv is None else argv)
     from earthcast.commands.train import find_last_checkpoint
     from earthcast.datasets.store import DEMO_PREFIX, resolve_store
     from earthcast.plotting.figures import field_name, lead_label, parse_lead
@@ -268,7 +287,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    configs = args.config or [_default_config()]
+    configs = list(args.config or [_default_config()])
     data = _config_data(configs)
     store_value = args.store or data.get("store")
     if not store_value:

@@ -2,8 +2,16 @@
 
 Example::
 
-    earthcast rollout --ckpt last.ckpt --data era5.zarr --inits 2020-01-01T00:2020-12-31T12:12h \\
-        --lead 10d --out forecast.zarr --batch-size 8
+    earthcast rollout --checkpoint last.ckpt --data era5.zarr --inits 2020-01-01T00:2020-12-31T12:12h \\
+        --lead 10d --out forecast.zarr --batch_size 8
+    earthcast rollout --config rollout.yaml --lead 365d    # any option from a YAML file (--print_config)
+    earthcast rollout --checkpoint planner.ckpt --planner.critic learned --planner.beam_width 4 …  # planning
+
+The options are the fields of :class:`~earthcast.rollout.session.RolloutConfig` (help text: its docstring;
+``--planner.*``: :class:`~earthcast.planners.inference.PlanSettings`), parsed by
+:mod:`earthcast.commands.dataclass_cli`, which also accepts the argparse spellings of earlier versions
+(``--ckpt``, ``--batch-size 8``, ``--aggregate-leads 1d 5d``, ``--no-progress``, ``--planner CKPT --critic
+learned``).
 
 Writes ``forecast.zarr`` (dims time=init, [number], prediction_timedelta, [level], latitude, longitude;
 float32; one init × one lead per chunk; Zarr v2, consolidated), ``forecast_aggregates.nc`` (global-mean
@@ -15,108 +23,62 @@ step, channel and location; everything else is written).
 
 from __future__ import annotations
 
-import argparse
 import sys
+from collections.abc import Sequence
 
-from earthcast.planners.aggregate import AGGREGATORS
+from jsonargparse import ArgumentParser
+
+from earthcast.commands.dataclass_cli import argparse_style, dataclass_parser, field_kinds, parse_dataclass
 from earthcast.planners.inference import PlanSettings
-from earthcast.planners.scoring import CRITICS
 from earthcast.rollout.session import RolloutConfig, run_rollout
-from earthcast.rollout.timing import INITS_HELP
 
 BLOWUP_EXIT = 3
+ALIASES = {"ckpt": "checkpoint"} | {
+    name: f"planner.{name}"
+    for name in ("critic", "horizon", "beam_width", "expansions", "aggregator", "top_m")
+}
+"""Option names of earlier versions -> field names (``--critic`` is ``--planner.critic``)."""
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``earthcast rollout`` argument parser."""
-    p = argparse.ArgumentParser(
+def build_parser() -> ArgumentParser:
+    """The ``earthcast rollout`` argument parser: the fields of :class:`RolloutConfig`."""
+    return dataclass_parser(
+        RolloutConfig,
         prog="earthcast rollout",
-        description="Roll a trained checkpoint out from truth initial conditions into a WB2 by-init Zarr store.",
+        description="Roll a trained checkpoint out from truth initial conditions into a WB2 by-init Zarr "
+        "store. Give --planner (or any --planner.X; --planner.help lists them) to plan every step with a "
+        "planner's checkpoint.",
     )
-    which = p.add_mutually_exclusive_group(required=True)
-    which.add_argument("--ckpt", help="checkpoint written by `earthcast fit` (.ckpt)")
-    which.add_argument(
-        "--planner",
-        metavar="CKPT",
-        help="a planner's checkpoint (BeamVQ or SFP): plan every step with --critic; members are its best beams",
-    )
-    p.add_argument(
-        "--data", required=True, help="truth store the initial conditions and static fields come from"
-    )
-    p.add_argument("--inits", required=True, help=INITS_HELP)
-    p.add_argument(
-        "--lead", required=True, help="forecast length, a multiple of the model step (e.g. 10d, 365d)"
-    )
-    p.add_argument("--out", required=True, help="output store, e.g. forecast.zarr")
-    p.add_argument("--members", type=int, default=1, help="ensemble members (a `number` dim when > 1)")
-    p.add_argument(
-        "--perturbation",
-        type=float,
-        default=0.05,
-        help="initial-condition noise of perturbed members, std in normalised units (default 0.05)",
-    )
-    p.add_argument("--seed", type=int, default=0, help="base seed of the per-member perturbations")
-    p.add_argument(
-        "--perturb-control", action="store_true", help="perturb member 0 too (default: it is the control)"
-    )
-    p.add_argument("--batch-size", type=int, default=4, help="inits per batch (default 4)")
-    p.add_argument(
-        "--aggregate-leads",
-        nargs="+",
-        help="leads where zonal energy spectra are kept, e.g. 1d 5d 10d (default: 1d 5d 10d and the last lead)",
-    )
-    p.add_argument(
-        "--blowup-bound",
-        type=float,
-        default=50.0,
-        help="stop a member when |normalised value| exceeds this (default 50; inf checks only NaN/Inf)",
-    )
-    plan = p.add_argument_group("planning (with --planner)")
-    plan.add_argument(
-        "--critic", default="learned", choices=CRITICS, help="inference critic (default learned)"
-    )
-    plan.add_argument("--horizon", type=int, default=1, help="leads searched ahead at each step (default 1)")
-    plan.add_argument("--beam-width", type=int, default=4, help="beams kept (default 4)")
-    plan.add_argument("--expansions", type=int, help="candidates per beam (default: the head's K)")
-    plan.add_argument(
-        "--aggregator",
-        default="argmax",
-        choices=AGGREGATORS,
-        help="how the final beams combine (default argmax)",
-    )
-    plan.add_argument("--top-m", type=int, default=1, help="beams averaged by --aggregator top_m")
-    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing rollout output")
-    return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run ``earthcast rollout``; returns 0 when done, 3 if a member blew up."""
-    args = build_parser().parse_args(argv)
-    cfg = RolloutConfig(
-        checkpoint=args.ckpt or args.planner,
-        data=args.data,
-        inits=args.inits,
-        lead=args.lead,
-        out=args.out,
-        members=args.members,
-        perturbation=args.perturbation,
-        seed=args.seed,
-        perturb_control=args.perturb_control,
-        batch_size=args.batch_size,
-        aggregate_leads=tuple(args.aggregate_leads) if args.aggregate_leads else None,
-        blowup_bound=args.blowup_bound,
-        device=args.device,
-        progress=not args.no_progress,
-        overwrite=args.overwrite,
-        planner=None
-        if args.planner is None
-        else PlanSettings(
-            args.critic, args.horizon, args.beam_width, args.expansions, args.aggregator, args.top_m
-        ),
+def _earlier_planner(parser: ArgumentParser, argv: list[str]) -> list[str]:
+    """``--planner CKPT`` of earlier versions: ``--checkpoint CKPT --planner`` (plan, with the defaults that
+    ``--critic`` … refine)."""
+    for i, token in enumerate(argv[:-1]):
+        value = argv[i + 1]
+        if (
+            token == "--planner"
+            and not value.startswith(("-", "{"))
+            and value not in ("null", "PlanSettings")
+        ):
+            if any(t.split("=")[0] in ("--ckpt", "--checkpoint") for t in argv):
+                parser.error("argument --planner: not allowed with argument --ckpt")
+            return [*argv[:i], "--checkpoint", value, "--planner", *argv[i + 2 :]]
+    return argv
+
+
+def parse_config(argv: Sequence[str]) -> RolloutConfig:
+    """The :class:`RolloutConfig` of ``earthcast rollout`` options (any spelling; bad ones exit with 2)."""
+    parser = build_parser()
+    kinds = field_kinds(RolloutConfig, {"PlanSettings": PlanSettings})
+    return parse_dataclass(
+        parser, RolloutConfig, argparse_style(_earlier_planner(parser, list(argv)), kinds, ALIASES)
     )
-    result = run_rollout(cfg)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``earthcast rollout``; returns 0 when done, 3 if a member blew up (bad options exit with 2)."""
+    result = run_rollout(parse_config(sys.argv[1:] if argv is None else argv))
     if result.status == "already complete":
         print(f"{result.store} already holds this complete run; nothing to do.")
     else:

@@ -14,8 +14,13 @@ Extras over plain LightningCLI:
 - ``--ckpt_path last`` finds the newest ``last.ckpt`` under ``trainer.default_root_dir`` (Lightning alone
   only looks in the new run's own version folder, so it would silently start from scratch).
 - ``--ckpt_path`` is checked before anything is built: a missing, truncated or foreign file, or one trained
-  on other channels, grid or statistics, gives an error that names the problem and the fix.
+  on other channels, grid or statistics, gives an error that names the problem and the fix. The model's
+  settings come from the checkpoint; the values linked from the data (manifest, statistics, ``n_input``)
+  always come from the data and are compared with the checkpoint's.
 - Checkpoints load with ``weights_only=True`` (they hold only tensors and plain Python types).
+
+The class uses LightningCLI's public hooks only: it parses one subcommand's arguments (``run=False``) and
+calls the Trainer method itself, so no private member of Lightning is overridden.
 """
 
 from __future__ import annotations
@@ -38,8 +43,8 @@ import earthcast
 from earthcast.datasets.channels import ChannelManifest
 from earthcast.datasets.datamodule import WB2DataModule
 from earthcast.datasets.statistics import NormStats
-from earthcast.datasets.store import resolve_store
-from earthcast.errors import CheckpointError, EarthcastError
+from earthcast.datasets.store import open_store, resolve_store
+from earthcast.errors import CheckpointError, ConfigError, EarthcastError
 from earthcast.grids import wb2_grid_name
 from earthcast.training import ForecastModule, IncompatibleCheckpointError
 from earthcast.training.checkpoints import module_class_path, read_checkpoint
@@ -50,6 +55,8 @@ FORECAST_MODULE = "earthcast.training.ForecastModule"
 """The model class of a config that names none (planners name theirs with ``model.class_path``)."""
 LINKED_FROM_DATA = ("manifest", "stats", "n_input")
 """ForecastModule arguments that the CLI links from the data module."""
+SUBCOMMANDS = ("fit", "validate", "test", "predict")
+"""The Trainer methods the CLI runs."""
 
 
 def find_last_checkpoint(root: str | os.PathLike) -> Path | None:
@@ -65,10 +72,8 @@ def fill_climatology_source(model: Any, data: Any) -> None:
     settings = dict(model.model_settings or {})
     if model.model != "climatology" or {"climatology_store", "truth_store"} & set(settings):
         return
-    from earthcast.datasets.store import open_store
-
-    times = open_store(data.store, storage_options=data.storage_options)["time"].values
-    start, end = WB2DataModule._resolve_splits(times, data.train, data.val, data.test)["train"]
+    times = open_store(resolve_store(data.store), storage_options=data.storage_options)["time"].values
+    start, end = WB2DataModule.resolve_splits(times, data.train, data.val, data.test)["train"]
     model.model_settings = settings | {"truth_store": data.store, "start": start, "end": end}
 
 
@@ -101,17 +106,36 @@ def _has(callbacks: Sequence[Callback], kind: type) -> bool:
     return any(isinstance(c, kind) for c in callbacks)
 
 
+def resumed_version(ckpt_path: str | None) -> tuple[str, str, int] | None:
+    """(save_dir, name, version) when a checkpoint lies in ``<save_dir>/<name>/version_<n>/checkpoints/``, so
+    a resumed ``fit`` continues logs, checkpoints and best-k tracking in the run's own folder."""
+    if ckpt_path is None:
+        return None
+    folder = Path(ckpt_path).resolve().parent
+    run = folder.parent
+    if folder.name != "checkpoints" or not run.name.startswith("version_") or not run.name[8:].isdigit():
+        return None
+    return str(run.parent.parent), run.parent.name, int(run.name[8:])
+
+
 class EarthcastCLI(LightningCLI):
     """LightningCLI with earthcast's links, defaults, demo stores and checkpoint checks (module docstring).
+
+    Builds everything and runs the subcommand on construction, like LightningCLI.
 
     Args:
         args: command-line arguments starting with the subcommand (``["fit", "--config", "a.yaml"]``).
         parse_only: parse and check the arguments but build nothing (used by ``earthcast config check``).
     """
 
-    def __init__(self, args: Sequence[str] | None = None, *, parse_only: bool = False, **kwargs: Any) -> None:
-        self.parse_only = parse_only
+    def __init__(self, args: Sequence[str], *, parse_only: bool = False, **kwargs: Any) -> None:
+        args = list(args)
+        if not args or args[0] not in SUBCOMMANDS:
+            raise ConfigError(f"expected one of {', '.join(SUBCOMMANDS)} first, got {args[:1]}")
+        self.command, self.parse_only = args[0], parse_only
+        self.checkpoint: dict[str, Any] | None = None
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        kwargs.setdefault("parser_kwargs", {"prog": f"earthcast {self.command}"})
         with warnings.catch_warnings():
             # args always come from earthcast.cli, which also saw sys.argv: not the mistake Lightning warns of
             warnings.filterwarnings("ignore", message="LightningCLI's args parameter", category=UserWarning)
@@ -121,12 +145,23 @@ class EarthcastCLI(LightningCLI):
                 subclass_mode_model=True,
                 seed_everything_default=DEFAULT_SEED,
                 trainer_defaults={"default_root_dir": DEFAULT_ROOT_DIR},
-                args=list(args) if args is not None else None,
+                args=args[1:],
+                run=False,
                 **kwargs,
             )
+        if not parse_only:
+            run = getattr(self.trainer, self.command)
+            run(self.model, datamodule=self.datamodule, ckpt_path=self.config.ckpt_path, weights_only=True)
 
     # ------------------------------------------------------------------ parsing
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument(
+            "--ckpt_path",
+            type=str | None,
+            default=None,
+            help="checkpoint to resume (fit) or evaluate: a path, or `last` for the newest last.ckpt under "
+            "trainer.default_root_dir",
+        )
         parser.set_defaults({"model": {"class_path": FORECAST_MODULE, "init_args": {"model_settings": {}}}})
         parser.link_arguments("data.n_input", "model.init_args.n_input")
         parser.link_arguments(
@@ -136,138 +171,90 @@ class EarthcastCLI(LightningCLI):
             "data.stats", "model.init_args.stats", lambda s: s.to_dict(), apply_on="instantiate"
         )
 
-    def _prepare_subcommand_parser(
-        self, klass: type, subcommand: str, **kwargs: Any
-    ) -> LightningArgumentParser:
-        parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
-        if "weights_only" in self._subcommand_method_arguments[subcommand]:
-            parser.set_defaults(weights_only=True)  # earthcast checkpoints hold only tensors and plain types
-        return parser
-
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        """Parse, resolve ``--ckpt_path last``, read and check the checkpoint, and take the model's settings
+        from it (the values linked from the data excepted)."""
         super().parse_arguments(parser, args)
-        sub = self.config.get("subcommand")
-        if not sub or self.config[sub].get("ckpt_path") is None:
-            return
-        cfg = self.config[sub]
+        cfg = self.config
         if cfg.ckpt_path == "last":
             root = cfg.trainer.default_root_dir or DEFAULT_ROOT_DIR
             found = find_last_checkpoint(root)
             if found is None:
-                if sub != "fit":
+                if self.command != "fit":
                     raise CheckpointError(
                         f"--ckpt_path last: no last.ckpt under {root!r}; train first with `earthcast fit` or "
                         "pass the checkpoint's path"
                     )
-                print(
-                    f"earthcast {sub}: no last.ckpt under {root!r} yet; starting a new run", file=sys.stderr
-                )
+                print(f"earthcast fit: no last.ckpt under {root!r} yet; starting a new run", file=sys.stderr)
                 cfg.ckpt_path = None
                 return
-            verb = "resuming from" if sub == "fit" else "using"
-            print(f"earthcast {sub}: {verb} {found}", file=sys.stderr)
+            verb = "resuming from" if self.command == "fit" else "using"
+            print(f"earthcast {self.command}: {verb} {found}", file=sys.stderr)
             cfg.ckpt_path = str(found)
-        self.checkpoint = read_checkpoint(cfg.ckpt_path)
-
-    def _parse_ckpt_path(self) -> None:
-        """Take the model's settings from the checkpoint (as LightningCLI does), except the values linked from
-        the data (manifest, statistics, n_input): those always come from the data and are compared with the
-        checkpoint's in :meth:`instantiate_classes`."""
-        checkpoint = getattr(self, "checkpoint", None)
-        if checkpoint is None:
+        if cfg.ckpt_path is None:
             return
+        self.checkpoint = read_checkpoint(cfg.ckpt_path)
         hparams = {
             k: v
-            for k, v in checkpoint.get("hyper_parameters", {}).items()
+            for k, v in self.checkpoint.get("hyper_parameters", {}).items()
             if k not in LINKED_FROM_DATA and not k.startswith("_")
         }
         if hparams:
-            model = {"class_path": module_class_path(checkpoint), "init_args": hparams}
-            self.config = self.parser.parse_object({self.config.subcommand: {"model": model}}, self.config)
+            model = {"class_path": module_class_path(self.checkpoint), "init_args": hparams}
+            self.config = parser.parse_object({"model": model}, cfg)
 
     # ------------------------------------------------------------------ instantiation
-    def _set_seed(self) -> None:
+    def before_instantiate_classes(self) -> None:
         if not self.parse_only:
-            super()._set_seed()
+            fill_climatology_source(self.config.model.init_args, self.config.data)
 
     def instantiate_classes(self) -> None:
-        """As LightningCLI, but with ``demo:`` stores resolved for instantiation only (the saved config keeps
-        the portable form), and the checkpoint checked against the data before the Trainer runs."""
+        """As LightningCLI, surfacing earthcast's own errors from what jsonargparse wraps."""
         if self.parse_only:
             return
-        resolved = self.config.clone()
-        sub = self.subcommand
-        data = resolved[sub].data if sub else resolved.data
-        data.store = resolve_store(data.store)
-        fill_climatology_source((resolved[sub] if sub else resolved).model.init_args, data)
         try:
-            self.config_init = self.parser.instantiate_classes(resolved)
-        except ValueError as err:  # jsonargparse wraps what a class raised: surface earthcast's own error
-            cause = err
+            super().instantiate_classes()
+        except ValueError as err:
+            cause: BaseException | None = err
             while cause is not None and not isinstance(cause, EarthcastError):
                 cause = cause.__cause__
             if cause is None:
                 raise
             raise cause from None
-        self.datamodule = self._get(self.config_init, "data")
-        self.model = self._get(self.config_init, "model")
-        self._add_configure_optimizers_method_to_model(self.subcommand)
-        checkpoint = getattr(self, "checkpoint", None)
-        if checkpoint is not None:
-            saved = checkpoint["earthcast"]
-            try:
-                self.model.check_compatible(
-                    ChannelManifest.from_dict(saved["manifest"]), NormStats.from_dict(saved["stats"])
-                )
-            except IncompatibleCheckpointError as err:
-                raise IncompatibleCheckpointError(f"--ckpt_path {self._ckpt_path()}: {err}") from None
-        self.trainer = self.instantiate_trainer()
 
-    def _ckpt_path(self) -> str | None:
-        return self.config[self.subcommand].get("ckpt_path") if self.subcommand else None
+    def after_instantiate_classes(self) -> None:
+        """Compare the checkpoint's manifest and statistics with the data's before the Trainer runs."""
+        if self.checkpoint is None or self.parse_only:
+            return
+        saved = self.checkpoint["earthcast"]
+        try:
+            self.model.check_compatible(
+                ChannelManifest.from_dict(saved["manifest"]), NormStats.from_dict(saved["stats"])
+            )
+        except IncompatibleCheckpointError as err:
+            raise IncompatibleCheckpointError(f"--ckpt_path {self.config.ckpt_path}: {err}") from None
 
-    def _resumed_version(self) -> tuple[str, str, int] | None:
-        """(save_dir, name, version) when ``fit`` resumes from ``<save_dir>/<name>/version_<n>/checkpoints/``,
-        so logs, checkpoints and best-k tracking continue in the run's own folder."""
-        path = self._ckpt_path() if self.subcommand == "fit" else None
-        if path is None:
-            return None
-        folder = Path(path).resolve().parent
-        run = folder.parent
-        if folder.name != "checkpoints" or not run.name.startswith("version_") or not run.name[8:].isdigit():
-            return None
-        return str(run.parent.parent), run.parent.name, int(run.name[8:])
-
-    def _run_config(self) -> dict[str, Any]:
-        """The resolved config of this run as plain Python (link targets such as the manifest left out)."""
-        dumped = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
-        return dumped[self.subcommand] if self.subcommand else dumped
-
-    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> Trainer:
-        """Add the default callbacks unless the config already has one of the same kind."""
-        configured = list(config.get("callbacks") or []) + list(callbacks)
-        resumed = self._resumed_version()
-        if resumed is not None and config.get("logger") in (None, True):
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        """The Trainer, with the default callbacks added unless the config already has one of the same kind,
+        and the logger of the resumed run's folder."""
+        config = self.config_init.trainer
+        configured = list(config.callbacks or [])
+        defaults: list[Callback] = []
+        resumed = resumed_version(self.config.ckpt_path) if self.command == "fit" else None
+        if resumed is not None and config.logger in (None, True):
             save_dir, name, version = resumed
-            config["logger"] = TensorBoardLogger(save_dir=save_dir, name=name, version=version)
-        if config.get("enable_progress_bar") is not False and not _has(configured, ProgressBar):
-            callbacks.append(RichProgressBar())
-        smoke = bool(config.get("fast_dev_run"))  # a smoke run writes nothing
-        if (
-            not smoke
-            and config.get("enable_checkpointing") is not False
-            and not _has(configured, ModelCheckpoint)
-        ):
-            callbacks.append(ModelCheckpoint(save_last=True))
-        has_logger = config.get("logger") not in (False, [])  # None means Lightning's default TensorBoard
+            kwargs["logger"] = TensorBoardLogger(save_dir=save_dir, name=name, version=version)
+        if config.enable_progress_bar is not False and not _has(configured, ProgressBar):
+            defaults.append(RichProgressBar())
+        smoke = bool(config.fast_dev_run)  # a smoke run writes nothing
+        if not smoke and config.enable_checkpointing is not False and not _has(configured, ModelCheckpoint):
+            defaults.append(ModelCheckpoint(save_last=True))
+        has_logger = config.logger not in (False, [])  # None means Lightning's default TensorBoard
         if not smoke and has_logger and not _has(configured, LearningRateMonitor):
-            callbacks.append(LearningRateMonitor(logging_interval="step"))
-        callbacks.append(RunMetadata(self._run_config()))
-        return super()._instantiate_trainer(config, callbacks)
-
-    def _run_subcommand(self, subcommand: str) -> None:
-        if not self.parse_only:
-            super()._run_subcommand(subcommand)
+            defaults.append(LearningRateMonitor(logging_interval="step"))
+        run_config = yaml.safe_load(self.parser.dump(self.config))
+        defaults.append(RunMetadata(run_config))
+        return super().instantiate_trainer(callbacks=configured + defaults, **kwargs)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

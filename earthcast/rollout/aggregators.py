@@ -5,7 +5,8 @@ Quantities (all from the written physical float32 fields, accumulated in float64
 - ``global_mean`` (time, [number], prediction_timedelta, [level]): WB2 area-weighted mean of each init and
   member at each lead (NaN points such as masked land are skipped; a stopped member is NaN).
 - ``zonal_mean`` (prediction_timedelta, [level], latitude): the mean over longitude, averaged over inits and
-  members, per lead.
+  members, per lead (the coordinate ``samples`` counts the (init, member)s of each lead, here and in the
+  spectrum group).
 - ``zonal_energy_spectrum`` (prediction_timedelta = the aggregate leads, [level], latitude,
   zonal_wavenumber): WB2 ``ZonalEnergySpectrum`` averaged over inits and members.
 - ``zonal_energy_spectrum_mean``: the same spectrum averaged over every lead, init and member.
@@ -195,17 +196,25 @@ class OnlineAggregates:
             if members:
                 coords["number"] = np.arange(members)
             out = {"global_mean": self._split(np.asarray(series), dims, coords)}
-            zonal = self.arrays["zonal_sum"][:, final] / self.arrays["zonal_count"][:, final, None, None]
+            counts = np.array(self.arrays["zonal_count"][:, final])
+            zonal = self.arrays["zonal_sum"][:, final] / counts[:, None, None]
             out["zonal_mean"] = self._split(
                 zonal, ("prediction_timedelta", "level", "latitude"),
-                {"prediction_timedelta": leads, "latitude": self.lat},
+                {"prediction_timedelta": leads, "latitude": self.lat, "samples": ("prediction_timedelta", counts)},
             )  # fmt: skip
             spec_coords = self._spectrum_coords(lon)
-            sums, counts = self.arrays["spectrum_sum"][:, final], self.arrays["spectrum_count"][:, final]
+            sums, counts = (
+                self.arrays["spectrum_sum"][:, final],
+                np.array(self.arrays["spectrum_count"][:, final]),
+            )
             out["zonal_energy_spectrum"] = self._split(
                 sums / counts[:, None, None, None],
                 ("prediction_timedelta", "level", "latitude", "zonal_wavenumber"),
-                spec_coords | {"prediction_timedelta": leads[self.spectrum_steps]},
+                spec_coords
+                | {
+                    "prediction_timedelta": leads[self.spectrum_steps],
+                    "samples": ("prediction_timedelta", counts),
+                },
             )
             g = n_batches * self.n_steps - 1
             running, count = self.arrays["running"][g % 2], float(self.arrays["running_count"][g % 2])

@@ -1,9 +1,10 @@
-"""Commit computed steps to disk on a background thread, strictly in order, one step in flight.
+"""Commit computed steps to disk on a background thread, strictly in order, a bounded number in flight.
 
-The model computes step k+1 while step k is written (Zarr region write, aggregator update, restart
-record, in that order). The queue holds at most one step, so memory stays flat and a step is on disk at
-the latest while the next one is computed; the restart record of a step is saved only after its data,
-so a kill at any point resumes correctly.
+The model computes the next steps while step k is written (Zarr region write, aggregator update, restart
+record, in that order). The queue holds at most ``depth`` steps, so memory stays flat (``depth`` steps of
+fields and state) while a slow write (a file-system stall) does not hold up the model; the restart record
+of a step is saved only after its data, so a kill at any point resumes correctly (at most ``depth + 1``
+computed steps are lost and recomputed).
 """
 
 from __future__ import annotations
@@ -17,12 +18,12 @@ from types import TracebackType
 class StepCommitter:
     """Runs submitted commit functions one after another on a worker thread.
 
-    Use as a context manager; ``submit`` blocks while a step is still waiting to be committed and re-raises
-    the first error of the worker.
+    Use as a context manager; ``submit`` blocks while ``depth`` steps are waiting to be committed and
+    re-raises the first error of the worker.
     """
 
-    def __init__(self) -> None:
-        self._queue: queue.Queue[Callable[[], None] | None] = queue.Queue(maxsize=1)
+    def __init__(self, depth: int = 1) -> None:
+        self._queue: queue.Queue[Callable[[], None] | None] = queue.Queue(maxsize=depth)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._work, name="rollout-commit", daemon=True)
         self._thread.start()

@@ -167,7 +167,7 @@ def initial_state(
     beyond the bound.
     """
     m = ensemble.members
-    z = model.normalize_state(ic.states.to(model.device, torch.float32))
+    z = model.normalizer.normalize_state(ic.states.to(model.device, torch.float32))
     if ic.mask is not None:  # masked points are 0 in normalised units (the channel mean), as in training
         z = torch.where(ic.mask.to(z.device), z, torch.zeros((), device=z.device))
     z = z.repeat_interleave(m, dim=0)  # (B·M, N, C, H, W)
@@ -230,50 +230,60 @@ def generate(
     ensemble = ensemble or Ensemble()
     m, n = ensemble.members, model.n_input
     pending: list[BlowUp] = []
-    if resume is None:
-        state, pending = initial_state(model, ic, ensemble, blowup_bound)
-    else:
-        state = RolloutState(resume.window.to(model.device), resume.alive.to(model.device), resume.next_step)
+    # inference mode (no autograd bookkeeping) is entered per step, never held across a yield
+    with torch.inference_mode():
+        if resume is None:
+            state, pending = initial_state(model, ic, ensemble, blowup_bound)
+        else:
+            state = RolloutState(
+                resume.window.to(model.device), resume.alive.to(model.device), resume.next_step
+            )
+        static = model.normalizer.normalize_static(ic.static.to(model.device, torch.float32))
     init_times = ic.init_times.astype("datetime64[ns]")
     mask = None if ic.mask is None else ic.mask.to(model.device)
     valid_points = None if mask is None else mask.float()
-    static = model.normalize_static(ic.static.to(model.device, torch.float32))
     static = static.expand(len(init_times) * m, *static.shape)
     first = state.next_step + 1 - n
     frames = [_forcing_frame(model, init_times, j, ic.truth) for j in range(first, state.next_step + 1)]
     window, alive = state.window, state.alive.clone()
     for k in range(state.next_step, n_steps):
-        frames.append(_forcing_frame(model, init_times, k + 1, ic.truth))
-        valid = advance_times(init_times, k + 1, model.manifest.model_step)
-        live = alive.flatten()
-        if bool(live.any()):
-            forcings = model.normalize_forcings(torch.stack(frames, dim=1).to(model.device), valid_points)
-            forcings = forcings.repeat_interleave(m, dim=0)
-            valid_ns = torch.from_numpy(valid.astype(np.int64)).to(model.device).repeat_interleave(m)
-            nxt = model.step_once(window, static, forcings, valid_ns)
-        else:
-            nxt = torch.zeros_like(window[:, -1])
-        dead, reports = _find_blowups(nxt, live, mask, blowup_bound, model, init_times, m, k + 1)
-        alive = (live & ~dead).reshape(alive.shape)
-        everyone = bool(alive.all())
-        if mask is not None:  # normalised 0 on masked points, exactly as the training batches hold them
-            nxt = torch.where(mask, nxt, torch.zeros((), device=nxt.device))
-        if not everyone:
-            nxt = torch.where(alive.flatten()[:, None, None, None], nxt, torch.zeros((), device=nxt.device))
-        fields = model.denormalize_state(nxt).reshape(len(init_times), m, *nxt.shape[1:])
-        if mask is not None or not everyone:
-            keep = alive[:, :, None, None, None] if mask is None else alive[:, :, None, None, None] & mask
-            fields = torch.where(keep, fields, torch.full((), float("nan"), device=fields.device))
-        window = torch.cat([window[:, 1:], nxt[:, None]], dim=1)
-        frames.pop(0)
-        yield RolloutStep(
-            index=k,
-            lead=(k + 1) * model.step,
-            init_times=init_times,
-            valid_times=valid,
-            fields=fields,
-            alive=alive.clone(),
-            blowups=tuple(pending + reports),
-            state=RolloutState(window, alive.clone(), k + 1),
-        )
+        with torch.inference_mode():
+            frames.append(_forcing_frame(model, init_times, k + 1, ic.truth))
+            valid = advance_times(init_times, k + 1, model.manifest.model_step)
+            live = alive.flatten()
+            if bool(live.any()):
+                forcings = model.normalizer.normalize_forcings(
+                    torch.stack(frames, dim=1).to(model.device), valid_points
+                )
+                forcings = forcings.repeat_interleave(m, dim=0)
+                valid_ns = torch.from_numpy(valid.astype(np.int64)).to(model.device).repeat_interleave(m)
+                nxt = model.step_once(window, static, forcings, valid_ns)
+            else:
+                nxt = torch.zeros_like(window[:, -1])
+            dead, reports = _find_blowups(nxt, live, mask, blowup_bound, model, init_times, m, k + 1)
+            alive = (live & ~dead).reshape(alive.shape)
+            everyone = bool(alive.all())
+            if mask is not None:  # normalised 0 on masked points, exactly as the training batches hold them
+                nxt = torch.where(mask, nxt, torch.zeros((), device=nxt.device))
+            if not everyone:
+                nxt = torch.where(
+                    alive.flatten()[:, None, None, None], nxt, torch.zeros((), device=nxt.device)
+                )
+            fields = model.normalizer.denormalize_state(nxt).reshape(len(init_times), m, *nxt.shape[1:])
+            if mask is not None or not everyone:
+                keep = alive[:, :, None, None, None] if mask is None else alive[:, :, None, None, None] & mask
+                fields = torch.where(keep, fields, torch.full((), float("nan"), device=fields.device))
+            window = torch.cat([window[:, 1:], nxt[:, None]], dim=1)
+            frames.pop(0)
+            out = RolloutStep(
+                index=k,
+                lead=(k + 1) * model.step,
+                init_times=init_times,
+                valid_times=valid,
+                fields=fields,
+                alive=alive.clone(),
+                blowups=tuple(pending + reports),
+                state=RolloutState(window, alive.clone(), k + 1),
+            )
+        yield out
         pending = []

@@ -17,6 +17,7 @@ from earthcast.datasets.channels import ChannelManifest
 from earthcast.datasets.statistics import NormStats
 from earthcast.training import ForecastModule
 from earthcast.training.checkpoints import file_sha256, load_module
+from earthcast.training.normalizer import Normalizer
 
 
 @dataclass
@@ -48,22 +49,11 @@ class StepModel:
         """The model step as a timedelta64[ns]."""
         return np.timedelta64(int(self.module.step_ns), "ns")
 
-    def normalize_state(self, x: torch.Tensor) -> torch.Tensor:
-        """Physical -> normalised, (..., C, H, W)."""
-        return self.module.normalizer.normalize_state(x)
-
-    def denormalize_state(self, x: torch.Tensor) -> torch.Tensor:
-        """Normalised -> physical, (..., C, H, W)."""
-        return self.module.normalizer.denormalize_state(x)
-
-    def normalize_static(self, x: torch.Tensor) -> torch.Tensor:
-        """Physical -> normalised static fields, (..., S, H, W)."""
-        return self.module.normalizer.normalize_static(x)
-
-    def normalize_forcings(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
-        """Physical -> model forcings, (..., F, H, W), exactly as in training (boundary channels normalised
-        like the state; ``valid`` broadcastable to (..., 1, H, W), 1 = valid, or None)."""
-        return self.module.normalizer.normalize_forcings(x, valid)
+    @property
+    def normalizer(self) -> Normalizer:
+        """The checkpoint's normaliser (buffers on ``device``): the one used in training, so a rollout
+        normalises states, statics and forcings exactly as training did."""
+        return self.module.normalizer
 
     @torch.no_grad()
     def step_once(
@@ -71,7 +61,7 @@ class StepModel:
     ) -> torch.Tensor:
         """Next normalised state (B, C, H, W) from the window (B, N, C, H, W) of normalised states,
         normalised statics (B, S, H, W), forcings (B, N + 1, F, H, W) at the input times and the target
-        time (from :meth:`normalize_forcings`), and the target valid times (B,) int64 ns."""
+        time (from ``normalizer.normalize_forcings``), and the target valid times (B,) int64 ns."""
         return self.net(window, static, forcings, valid_ns).float()
 
 

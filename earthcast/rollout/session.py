@@ -4,6 +4,11 @@ Files for ``--out DIR/NAME.zarr``: the forecast store ``NAME.zarr``, the aggrega
 (written when the run completes) and the state directory ``NAME.rollout/`` (restart record and the
 accumulators' memory maps). Running the same command again resumes at the first unwritten lead and gives a
 bit-identical store; an output written by another checkpoint or configuration is refused.
+
+Several processes (ranks, :mod:`earthcast.rollout.ranks`) share one run: each computes a contiguous block of
+the batches, writes that ``time`` slice of the one store, and keeps its own state ``NAME.rollout/rank-R-of-W/``
+and aggregates ``NAME_aggregates.rank-R-of-W.nc`` (its inits only; see :func:`run_rollout` for combining
+them). The store is bit-identical to a single-process run's; each rank resumes on its own.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from earthcast.rollout.generator import (
 )
 from earthcast.rollout.initial import TruthSource
 from earthcast.rollout.model import StepModel, load_step_model
+from earthcast.rollout.ranks import Ranks, rank_device, resolve_ranks, wait_for_store
 from earthcast.rollout.restart import (
     IDENTITY_VERSION,
     RECORD_NAME,
@@ -52,13 +58,35 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class RolloutConfig:
-    """Everything that defines a rollout run (see ``earthcast rollout --help``).
+    """Everything that defines a rollout run; ``earthcast rollout`` takes its options from these fields.
 
-    ``aggregate_leads`` are the leads where spectra are kept (default: 1, 5 and 10 days and the last lead,
-    those that are within the run and multiples of the step). ``perturbation`` is the Gaussian
-    initial-condition noise in normalised units; member 0 is the unperturbed control unless
-    ``perturb_control``. ``planner``: the checkpoint is a planner's, and every step plans with these settings
-    (:mod:`earthcast.planners.inference`); members are then the planner's best beams, not perturbations.
+    Attributes:
+        checkpoint: checkpoint written by earthcast fit (.ckpt); with planner, a BeamVQ or SFP planner's.
+        data: truth store the initial conditions and static fields come from (a path or demo:atmosphere).
+        inits: init times as START:END:FREQ (e.g. 2020-01-01T00:2020-12-31T12:12h, END inclusive; FREQ may be
+            calendar months: 1MS), the same with '/' separators, or a comma-separated list of ISO times.
+        lead: forecast length, a multiple of the model step (e.g. 10d, 365d).
+        out: output store, e.g. forecast.zarr (aggregates: forecast_aggregates.nc; state: forecast.rollout/).
+        members: ensemble members (a number dim when > 1).
+        perturbation: Gaussian initial-condition noise of perturbed members, std in normalised units.
+        seed: base seed of the per-member perturbations.
+        perturb_control: perturb member 0 too (default: it is the unperturbed control).
+        batch_size: inits per batch (per forward).
+        aggregate_leads: leads where zonal energy spectra are kept, e.g. [1d, 5d, 10d] (default: 1, 5 and 10
+            days and the last lead, those within the run and multiples of the step).
+        blowup_bound: stop a member when a |normalised value| exceeds this (inf: check only for NaN/Inf).
+        device: torch device, e.g. cpu or cuda.
+        progress: show the progress bar.
+        overwrite: replace an existing rollout output (needs a single rank).
+        planner: plan every step with these settings (earthcast.planners.inference; --planner.help lists
+            them); members are then the planner's best beams, not perturbations.
+        rank: this process's rank in a multi-process run (earthcast.rollout.ranks; default: from RANK
+            as torchrun sets it, else SLURM_PROCID, else 0); it computes a contiguous block of the batches,
+            and every rank is started with the same other options.
+        world_size: processes in the run (default: WORLD_SIZE, else SLURM_NTASKS, else 1).
+        store_wait: seconds ranks other than 0 wait for rank 0 to create the store.
+        queue_steps: computed steps that may wait to be written while the model runs on (memory grows by
+            that many steps of fields and state; a kill loses them and the resume recomputes them).
     """
 
     checkpoint: str
@@ -77,6 +105,10 @@ class RolloutConfig:
     progress: bool = True
     overwrite: bool = False
     planner: PlanSettings | None = None
+    rank: int | None = None
+    world_size: int | None = None
+    store_wait: float = 600.0
+    queue_steps: int = 4
 
 
 @dataclass
@@ -99,10 +131,14 @@ class RunPaths:
     state: Path
 
     @classmethod
-    def of(cls, out: str | os.PathLike) -> RunPaths:
+    def of(cls, out: str | os.PathLike, ranks: Ranks | None = None) -> RunPaths:
+        """Paths of a run; with several ranks, this rank's aggregates file and state subdirectory."""
         store = Path(out).absolute()
         stem = store.name[: -len(".zarr")] if store.name.endswith(".zarr") else store.name
-        return cls(store, store.with_name(f"{stem}_aggregates.nc"), store.with_name(f"{stem}.rollout"))
+        if ranks is None or ranks.world_size == 1:
+            return cls(store, store.with_name(f"{stem}_aggregates.nc"), store.with_name(f"{stem}.rollout"))
+        state = store.with_name(f"{stem}.rollout") / ranks.tag
+        return cls(store, store.with_name(f"{stem}_aggregates.{ranks.tag}.nc"), state)
 
     def clear_state(self) -> None:
         """Remove the files this module writes into the state directory (nothing else)."""
@@ -173,8 +209,10 @@ def _identity(
     )
 
 
-def _check_existing(paths: RunPaths, identity: dict, overwrite: bool) -> dict | None:
-    """The restart record to resume from (None: start afresh); refuses outputs of another run."""
+def _check_existing(paths: RunPaths, identity: dict, rank_identity: dict, overwrite: bool) -> dict | None:
+    """The restart record to resume from (None: start afresh); refuses outputs of another run.
+
+    ``identity`` is the store's (the same for every rank), ``rank_identity`` the restart record's."""
     if not paths.store.exists():
         paths.clear_state()
         return None
@@ -198,7 +236,8 @@ def _check_existing(paths: RunPaths, identity: dict, overwrite: bool) -> dict | 
         ("store", stored),
         ("restart record", None if record is None else json.loads(record["identity"])),
     ):
-        diffs = [] if other is None else identity_differences(other, identity)
+        expected = identity if what == "store" else rank_identity
+        diffs = [] if other is None else identity_differences(other, expected)
         if diffs:
             listing = "\n  - ".join(diffs)
             raise OutputExistsError(
@@ -223,26 +262,43 @@ def _commit(
     aggregates: OnlineAggregates,
     state_dir: Path,
     out: RolloutStep,
-    batch: int,
     part: slice,
+    local: int,
+    own: slice,
     record: dict[str, Any],
 ) -> None:
-    """Put one computed step on disk: forecast region, aggregators, then the restart record."""
+    """Put one computed step on disk: forecast region (``part`` of the store's time axis), aggregators (this
+    rank's batch ``local``, its inits ``own``), then the restart record."""
     writer.write(part, out.index, out.fields.cpu().numpy())
-    aggregates.update(out, batch, part)
+    aggregates.update(out, local, own)
     save_record(state_dir, record)
 
 
 def run_rollout(cfg: RolloutConfig) -> RolloutResult:
     """Run (or resume) a rollout; see the module docstring for the files it writes.
 
+    With several ranks, each rank's aggregates cover its own inits. They combine exactly: ``global_mean``
+    concatenates along ``time``; ``zonal_mean`` and ``zonal_energy_spectrum`` are means weighted by each
+    file's ``samples`` per lead (the coordinate ``samples``); ``zonal_energy_spectrum_mean`` and ``time_mean``
+    are means weighted by the ``samples`` attribute; ``time_std`` combines as
+    ``sqrt(Σ n_r (std_r² + mean_r²) / Σ n_r − mean²)``.
+
     Raises:
         FileNotFoundError, ValueError, KeyError: bad checkpoint, store, inits or leads (messages name the fix).
         FileExistsError: the output holds another run.
     """
-    if cfg.members < 1 or cfg.batch_size < 1:
-        raise ConfigError(f"--members and --batch-size must be >= 1, got {cfg.members} and {cfg.batch_size}.")
-    model = load_step_model(cfg.checkpoint, cfg.device)
+    if min(cfg.members, cfg.batch_size, cfg.queue_steps) < 1:
+        raise ConfigError(
+            f"--members, --batch-size and --queue-steps must be >= 1, got {cfg.members}, {cfg.batch_size} "
+            f"and {cfg.queue_steps}."
+        )
+    ranks = resolve_ranks(cfg.rank, cfg.world_size)
+    if cfg.overwrite and ranks.world_size > 1:
+        raise ConfigError(
+            "--overwrite needs a single rank (a rank could write into the store another rank is replacing): "
+            f"remove {cfg.out}, its aggregates and its .rollout directory first, then start the ranks."
+        )
+    model = load_step_model(cfg.checkpoint, rank_device(cfg.device))
     if cfg.planner is not None:
         from earthcast.planners.inference import planned_step_model  # planners build on this package
 
@@ -256,28 +312,35 @@ def run_rollout(cfg: RolloutConfig) -> RolloutResult:
         truth.check_boundary(advance_times(inits.values[:, None], leads, model.manifest.model_step))
     agg = _aggregate_steps(cfg, model.manifest.model_step, n_steps)
     identity = _identity(cfg, model, inits, n_steps, agg)
-    identity_json = json.dumps(identity)  # the record stores a string: cheap to save after every step
-    paths = RunPaths.of(cfg.out)
-    record = _check_existing(paths, identity, cfg.overwrite)
+    batches = [slice(i, min(i + cfg.batch_size, len(inits))) for i in range(0, len(inits), cfg.batch_size)]
+    mine = ranks.batches(len(batches))  # this rank's batches; its inits are mine_inits on the time axis
+    mine_inits = slice(batches[mine.start].start, batches[mine.stop - 1].stop)
+    rank_identity = (
+        identity if ranks.world_size == 1 else identity | {"rank": ranks.rank, "ranks": ranks.world_size}
+    )
+    identity_json = json.dumps(rank_identity)  # the record stores a string: cheap to save after every step
+    paths = RunPaths.of(cfg.out, ranks)
+    record = _check_existing(paths, identity, rank_identity, cfg.overwrite)
     blowups = [BlowUp(**b) for b in record["blowups"]] if record else []
     if record is not None and record["complete"]:
         return RolloutResult("already complete", paths.store, paths.aggregates, blowups)
     members = cfg.members if cfg.members > 1 else None
     leads = leads_axis(n_steps, model.step)
-    batches = [slice(i, min(i + cfg.batch_size, len(inits))) for i in range(0, len(inits), cfg.batch_size)]
     aggregates = OnlineAggregates(
-        paths.state, model.manifest, n_inits=len(inits), members=cfg.members, n_steps=n_steps,
-        spectrum_steps=agg, create=record is None,
+        paths.state, model.manifest, n_inits=mine_inits.stop - mine_inits.start, members=cfg.members,
+        n_steps=n_steps, spectrum_steps=agg, create=record is None,
     )  # fmt: skip
     writer = ForecastWriter(paths.store, model.manifest, ensemble=members is not None)
-    if not paths.store.exists():
-        attrs = {RUN_ATTR: identity_json, "checkpoint": str(Path(cfg.checkpoint).absolute())}
+    if not paths.store.exists() and ranks.rank > 0:
+        wait_for_store(paths.store, identity, cfg.store_wait)
+    elif not paths.store.exists():
+        attrs = {RUN_ATTR: json.dumps(identity), "checkpoint": str(Path(cfg.checkpoint).absolute())}
         step = model.manifest.model_step
         valid = None
         if step.is_calendar:  # true valid times: a month step is not a fixed timedelta
             valid = advance_times(inits.values[:, None], np.arange(1, n_steps + 1)[None, :], step)
         writer.create(store_template(model.manifest, inits.values, leads, members, attrs, valid))
-    first_batch, first_step = (record["batch"], record["next_step"]) if record else (0, 0)
+    first_batch, first_step = (record["batch"], record["next_step"]) if record else (mine.start, 0)
     if record is not None:
         torch.set_rng_state(record["rng"])
     perturbation = 0.0 if cfg.planner is not None else cfg.perturbation  # planner members are its beams
@@ -286,12 +349,14 @@ def run_rollout(cfg: RolloutConfig) -> RolloutResult:
     mask = _mask(truth, model, inits[:1])
     computed = 0
     bar = tqdm(
-        total=len(batches) * n_steps, initial=first_batch * n_steps + first_step, unit="step",
-        desc="rollout", disable=not cfg.progress, dynamic_ncols=True,
+        total=len(mine) * n_steps, initial=(first_batch - mine.start) * n_steps + first_step, unit="step",
+        desc="rollout" if ranks.world_size == 1 else f"rollout {ranks.tag}", disable=not cfg.progress,
+        dynamic_ncols=True,
     )  # fmt: skip
-    with bar, StepCommitter() as committer:
-        for b in range(first_batch, len(batches)):
-            part = batches[b]
+    with bar, StepCommitter(cfg.queue_steps) as committer:
+        for b in range(first_batch, mine.stop):
+            part, local = batches[b], b - mine.start  # local: the batch's index in this rank's aggregates
+            own = slice(part.start - mine_inits.start, part.stop - mine_inits.start)
             resume = None
             if record is not None and b == first_batch and first_step > 0:
                 resume = RolloutState(record["window"], record["alive"], first_step)
@@ -301,7 +366,7 @@ def run_rollout(cfg: RolloutConfig) -> RolloutResult:
                 else torch.from_numpy(truth.initial_states(inits[part], model.n_input))
             )
             ic = InitialConditions(inits.values[part], states, static, mask, truth)
-            committer.submit(functools.partial(aggregates.resume, b, resume.next_step if resume else 0))
+            committer.submit(functools.partial(aggregates.resume, local, resume.next_step if resume else 0))
             for out in generate(
                 model, ic, n_steps, ensemble=ensemble, blowup_bound=cfg.blowup_bound, resume=resume
             ):
@@ -315,14 +380,15 @@ def run_rollout(cfg: RolloutConfig) -> RolloutResult:
                     "blowups": [r.to_dict() for r in blowups], "rng": torch.get_rng_state(), "complete": False,
                 }  # fmt: skip
                 committer.submit(
-                    functools.partial(_commit, writer, aggregates, paths.state, out, b, part, rec)
+                    functools.partial(_commit, writer, aggregates, paths.state, out, part, local, own, rec)
                 )
                 computed += 1
                 bar.update(1)
     aggregates.flush()
-    write_aggregates(aggregates.datasets(inits.values, leads, members, len(batches)), paths.aggregates)
+    datasets = aggregates.datasets(inits.values[mine_inits], leads, members, len(mine))
+    write_aggregates(datasets, paths.aggregates)
     save_record(paths.state, {
-        "identity": identity_json, "batch": len(batches), "next_step": 0, "window": torch.zeros(0),
+        "identity": identity_json, "batch": mine.stop, "next_step": 0, "window": torch.zeros(0),
         "alive": torch.zeros(0, dtype=torch.bool), "blowups": [r.to_dict() for r in blowups],
         "rng": torch.get_rng_state(), "complete": True,
     })  # fmt: skip

@@ -133,13 +133,21 @@ class ForecastWriter:
         self._arrays: dict[str, tuple[Path, Codec | None]] | None = None
 
     def create(self, template: xr.Dataset) -> None:
-        """Write the metadata and coordinates of ``template`` (no data chunks) under ``path``, atomically."""
+        """Write the metadata and coordinates of ``template`` (no data chunks) under ``path``, atomically.
+
+        The Zarr chunks are the template's; the data are handed to ``to_zarr`` as one lazy Dask chunk per
+        variable, since nothing of them is written and a graph of one task per Zarr chunk (a year of leads:
+        tens of thousands) would take seconds to build."""
         encoding = {
             name: {"chunks": tuple(c[0] for c in da.chunks), "_FillValue": np.float32(np.nan)}  # type: ignore[index]
             for name, da in template.data_vars.items()
         }
+        whole = {
+            name: da.copy(data=dask.array.full(da.shape, np.nan, dtype=da.dtype, chunks=da.shape))
+            for name, da in template.data_vars.items()
+        }
         with atomic_store(self.path) as tmp:
-            template.to_zarr(
+            template.assign(whole).to_zarr(
                 tmp, mode="w-", compute=False, zarr_format=ZARR_FORMAT, consolidated=True, encoding=encoding
             )
 

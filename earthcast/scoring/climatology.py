@@ -17,11 +17,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import dask
 import numpy as np
 import pandas as pd
 import xarray as xr
-from rich.progress import track
 
+from earthcast.distributed import compute
 from earthcast.errors import DataError
 
 N_DAYS = 366
@@ -72,6 +73,27 @@ def rolling_hour_climatology(
         return num / np.where(den > 0, den, np.nan)
 
 
+def _block_climatology(
+    block: np.ndarray, at_hour: np.ndarray, years: np.ndarray, dayofyear: np.ndarray, window: int
+) -> np.ndarray:
+    """Climatology of one slice of the truth, every hour of day: one Dask task.
+
+    Args:
+        block: (T, *S) samples of the kept times at the slice's points.
+        at_hour: (n_hours, T) which samples fall on each climatology hour.
+        years, dayofyear: (T,) integer year and day of year of each sample.
+        window: odd window length in days.
+
+    Returns:
+        (n_hours, 366, *S) float32 climatology.
+    """
+    flat = np.asarray(block, dtype=np.float64).reshape(block.shape[0], -1)
+    out = np.empty((at_hour.shape[0], N_DAYS, flat.shape[1]), dtype=np.float32)
+    for h, mask in enumerate(at_hour):
+        out[h] = rolling_hour_climatology(flat[mask], years[mask], dayofyear[mask], window)
+    return out.reshape(at_hour.shape[0], N_DAYS, *block.shape[1:])
+
+
 def _slices(da: xr.DataArray, max_bytes: int) -> Iterator[dict[str, object]]:
     """isel dicts over level and latitude bands so that one (time, band) slice stays under max_bytes."""
     levels = range(da.sizes["level"]) if "level" in da.dims else [None]
@@ -105,7 +127,8 @@ def build_climatology(
             truth's hours of day (6 for 6-hourly data, 24 for daily or monthly data stamped at 00 UTC).
         window: odd window length in days (61).
         variables: names to include (default: every variable with a time dimension).
-        max_bytes: memory bound of one slice read from ``truth``.
+        max_bytes: memory bound of one slice read from ``truth`` (one Dask task); slices run in parallel,
+            one per thread (threaded scheduler) or per worker thread (``dask.distributed``).
         progress: show a progress bar.
 
     Returns:
@@ -133,8 +156,18 @@ def build_climatology(
     if missing:
         raise DataError(f"Variables {missing} are not in the truth; valid ones: {sorted(truth.data_vars)}.")
     hours = np.arange(0, 24, hour_interval)
-    jobs = [(n, sel) for n in names for sel in _slices(truth[n], max_bytes)]
-    out = {}
+    kept = np.flatnonzero(in_years)
+    t = times[kept]
+    for hour in hours:
+        if not (t.hour == hour).any():
+            raise DataError(f"The truth has no samples at {hour:02d} UTC; use a larger --hour-interval.")
+    # one graph key each, shared by every task (not copied into each one)
+    at_hour, years, days = (
+        dask.delayed(x, pure=True)
+        for x in (t.hour.values[None, :] == hours[:, None], t.year.values, t.day_of_year.values)
+    )
+    block_climatology = dask.delayed(_block_climatology, pure=True)
+    jobs, tasks, out = [], [], {}
     for n in names:
         da = truth[n].transpose("time", ..., "latitude", "longitude")
         shape = (hours.size, N_DAYS, *[da.sizes[d] for d in da.dims[1:]])
@@ -144,17 +177,12 @@ def build_climatology(
             coords={d: da[d] for d in da.dims[1:]},
             attrs=da.attrs,
         )
-    for name, sel in track(jobs, description="climatology", disable=not progress):
-        da = truth[name].transpose("time", ..., "latitude", "longitude").isel(sel)
-        block = np.asarray(da.values, dtype=np.float64)[in_years]
-        flat = block.reshape(block.shape[0], -1)
-        for h_pos, hour in enumerate(hours):
-            at_hour = times[in_years].hour == hour
-            if not at_hour.any():
-                raise DataError(f"The truth has no samples at {hour:02d} UTC; use a larger --hour-interval.")
-            t = times[in_years][at_hour]
-            clim = rolling_hour_climatology(flat[at_hour], t.year.values, t.day_of_year.values, window)
-            out[name][{"hour": h_pos, **sel}] = clim.reshape(N_DAYS, *block.shape[1:]).astype(np.float32)
+        rows = da if kept.size == times.size else da.isel(time=kept)
+        for sel in _slices(da, max_bytes):
+            jobs.append((n, sel))
+            tasks.append(block_climatology(rows.isel(sel).data, at_hour, years, days, window))
+    for (name, sel), clim in zip(jobs, compute(tasks, progress=progress, desc="climatology")):
+        out[name][sel] = clim
     result = xr.Dataset(out).assign_coords(hour=hours, dayofyear=np.arange(1, N_DAYS + 1))
     result.attrs = {
         "description": f"WB2-style climatology {start_year}-{end_year}, {window}-day triangular window",

@@ -22,6 +22,7 @@ import dask
 import numpy as np
 import xarray as xr
 
+from earthcast.distributed import compute
 from earthcast.errors import DataError
 from earthcast.grids import dataset_geometry
 from earthcast.scoring.climatology import climatology_variable
@@ -151,27 +152,6 @@ def _block_shape(aligned: Aligned, block_bytes: int) -> tuple[int, int]:
     return 1, max(1, block_bytes // per_lead)
 
 
-def _compute(tasks: list, progress: bool) -> list:
-    try:
-        from distributed import default_client
-
-        client = default_client()
-    except (ImportError, ValueError):
-        client = None
-    if client is None:
-        from tqdm.dask import TqdmCallback
-
-        with TqdmCallback(desc="scoring", disable=not progress):
-            return list(dask.compute(*tasks))
-    from distributed import as_completed
-    from tqdm import tqdm
-
-    futures = client.compute(tasks)
-    for _ in tqdm(as_completed(futures), total=len(futures), desc="scoring", disable=not progress):
-        pass
-    return client.gather(futures)
-
-
 def _time_mean(job: _Job, per_init: dict[str, np.ndarray], clim: bool, extras: tuple[str, ...]) -> dict:
     if job.kind == "ensemble":
         return ensemble_time_mean(per_init)
@@ -239,11 +219,12 @@ def score(
     bi, bl = _block_shape(a, block_bytes)
     tasks, keys = [], []
     run = dask.delayed(_run_block, pure=True)
+    area_key = dask.delayed(area, pure=True)  # one graph key shared by every task, not a copy per task
     for job in jobs:
         p1 = None
         if job.kind == "seeps":
             p1 = a.climatology[f"{job.inputs[0]}_seeps_dry_fraction"].mean(("hour", "dayofyear"))
-            p1 = np.asarray(p1.transpose("latitude", "longitude").values, dtype=np.float64)
+            p1 = dask.delayed(np.asarray(p1.transpose("latitude", "longitude").values, dtype=np.float64))
         for i0 in range(0, n_init, bi):
             for l0 in range(0, n_lead, bl):
                 isl, lsl = slice(i0, i0 + bi), slice(l0, l0 + bl)
@@ -257,9 +238,9 @@ def score(
                     clim = blocks.clim(
                         climatology_variable(a.climatology, job.inputs[0]), a.clim_pos[isl, lsl]
                     )
-                tasks.append(run(job, fcs, truths, clim, p1, area))
+                tasks.append(run(job, fcs, truths, clim, p1, area_key))
                 keys.append((job, isl, lsl))
-    results = _compute(tasks, progress)
+    results = compute(tasks, progress=progress, desc="scoring")
     per_job: dict[_Job, dict[str, np.ndarray]] = {}
     for (job, isl, lsl), result in zip(keys, results):
         store = per_job.setdefault(job, {})

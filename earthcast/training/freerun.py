@@ -16,7 +16,13 @@ logs what a long rollout would show early:
 
 from __future__ import annotations
 
+import numpy as np
 import torch
+
+from earthcast.datasets.boundary import manifest_forcings
+from earthcast.datasets.channels import ChannelManifest
+from earthcast.datasets.time_axis import advance_times
+from earthcast.training.normalizer import Normalizer
 
 FREE_RUN_METRICS = ("finite_steps", "max_abs_z", "drift", "spectrum_ratio_min", "spectrum_ratio_max")
 
@@ -66,3 +72,39 @@ def free_run_diagnostics(
         "spectrum_ratio_min": float(ratio.min()),
         "spectrum_ratio_max": float(ratio.max()),
     }
+
+
+@torch.no_grad()
+def free_run(
+    model: torch.nn.Module,
+    normalizer: Normalizer,
+    manifest: ChannelManifest,
+    lat_weights: torch.Tensor,
+    start: dict[str, torch.Tensor],
+    steps: int,
+) -> dict[str, float]:
+    """Roll ``model`` out ``steps`` steps from one normalised sample as the rollout engine does (analytic
+    forcings at the true times, masked points held at normalised 0) and return :func:`free_run_diagnostics`.
+
+    Args:
+        model: the one-step predictor ``model(window, static, forcings, valid_ns)``.
+        normalizer, manifest, lat_weights: the module's normaliser, channels and (H,) area weights.
+        start: ``inputs`` (1, N, C, H, W), ``static`` (1, S, H, W), ``time`` (1,) int64 ns of the init and
+            ``mask`` (1, H, W), normalised as in a batch.
+        steps: model steps to run.
+    """
+    window, static, mask = start["inputs"].float(), start["static"].float(), start["mask"].bool()
+    n = window.shape[1]
+    init = start["time"].cpu().numpy().astype("datetime64[ns]")
+    offsets = np.arange(-(n - 1), steps + 1)
+    times = advance_times(init[:, None], offsets[None, :], manifest.model_step)[0]  # (N + K,)
+    forcings = torch.from_numpy(manifest_forcings(manifest, times, None)).to(window.device)
+    forcings = normalizer.normalize_forcings(forcings)[None]  # (1, N + K, F, H, W)
+    valid = torch.from_numpy(times[n:].astype(np.int64)).to(window.device)
+    preds = []
+    for k in range(steps):
+        nxt = model(window, static, forcings[:, k : k + n + 1], valid[k : k + 1]).float()
+        nxt = torch.where(mask[:, None], nxt, 0.0)
+        preds.append(nxt[0])
+        window = torch.cat([window[:, 1:], nxt[:, None]], dim=1)
+    return free_run_diagnostics(torch.stack(preds), start["inputs"][0, -1].float(), lat_weights, mask[0])

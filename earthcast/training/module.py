@@ -19,7 +19,6 @@ import numpy as np
 import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from earthcast.datasets.boundary import manifest_forcings
 from earthcast.datasets.channels import ChannelManifest
 from earthcast.datasets.statistics import NormStats
 from earthcast.datasets.time_axis import advance_times
@@ -33,7 +32,7 @@ from earthcast.training.checks import (
     describe_non_finite,
 )
 from earthcast.training.forecaster import Forecaster, advance_batch, rollout, valid_times
-from earthcast.training.freerun import free_run_diagnostics
+from earthcast.training.freerun import free_run
 from earthcast.training.losses import (
     area_weights,
     channel_weights,
@@ -177,6 +176,8 @@ class ForecastModule(L.LightningModule):
             if ema_decay is not None
             else None
         )
+        if self.ema is not None:  # the average is never trained: no gradients (DDP then finds no unused ones)
+            self.ema.requires_grad_(False)
         # parameter-free baselines (persistence, climatology) get one frozen-at-zero placeholder so that the
         # optimiser, max_steps and LR schedule behave exactly as for trained models
         self.trainable = any(p.requires_grad for p in one_step.parameters())
@@ -239,13 +240,19 @@ class ForecastModule(L.LightningModule):
 
     # ---------------------------------------------------------------- training
     def training_inputs(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """The batch with ``input_noise`` tendency stds of Gaussian noise on the input states (valid points)."""
+        """The batch with ``input_noise`` tendency stds of Gaussian noise on the input states (valid points).
+
+        The noise is drawn from a generator seeded by (run seed, optimizer step, rank), so a resumed run
+        (even from mid-epoch) and every rank draw exactly what an uninterrupted run draws."""
         noise = self.hparams.input_noise
         if not noise:
             return batch
-        scale = (noise * self.increment_std).to(batch["inputs"].dtype)[:, None, None]
-        valid = batch["mask"].to(batch["inputs"].dtype)[:, None, None]
-        inputs = batch["inputs"] + torch.randn_like(batch["inputs"]) * scale * valid
+        x = batch["inputs"]
+        seed = np.random.SeedSequence([torch.initial_seed(), self.global_step, self.global_rank])
+        gen = torch.Generator(device=x.device).manual_seed(int(seed.generate_state(1, np.uint64)[0] >> 1))
+        scale = (noise * self.increment_std).to(x.dtype)[:, None, None]
+        valid = batch["mask"].to(x.dtype)[:, None, None]
+        inputs = x + torch.randn(x.shape, generator=gen, device=x.device, dtype=x.dtype) * scale * valid
         return {**batch, "inputs": inputs}
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -338,28 +345,9 @@ class ForecastModule(L.LightningModule):
                 self.log(f"val/free_run/{name}", value, sync_dist=True)
             self._free_run_start = None
 
-    @torch.no_grad()
     def free_run(self, start: dict[str, torch.Tensor], steps: int) -> dict[str, float]:
-        """Roll the evaluation model out ``steps`` steps from one normalised sample (inputs (1, N, C, H, W),
-        static, time (1,), mask (1, H, W)) as the rollout engine does (analytic forcings at the true times,
-        masked points held at normalised 0) and return :func:`~earthcast.training.freerun.free_run_diagnostics`."""
-        window, static, mask = start["inputs"].float(), start["static"].float(), start["mask"].bool()
-        n = window.shape[1]
-        init = start["time"].cpu().numpy().astype("datetime64[ns]")
-        offsets = np.arange(-(n - 1), steps + 1)
-        times = advance_times(init[:, None], offsets[None, :], self.manifest.model_step)[0]  # (N + K,)
-        forcings = torch.from_numpy(manifest_forcings(self.manifest, times, None)).to(window.device)
-        forcings = self.normalizer.normalize_forcings(forcings)[None]  # (1, N + K, F, H, W)
-        valid = torch.from_numpy(times[n:].astype(np.int64)).to(window.device)
-        model, preds = self.eval_model, []
-        for k in range(steps):
-            nxt = model(window, static, forcings[:, k : k + n + 1], valid[k : k + 1]).float()
-            nxt = torch.where(mask[:, None], nxt, 0.0)
-            preds.append(nxt[0])
-            window = torch.cat([window[:, 1:], nxt[:, None]], dim=1)
-        return free_run_diagnostics(
-            torch.stack(preds), start["inputs"][0, -1].float(), self.lat_weights, mask[0]
-        )
+        """:func:`~earthcast.training.freerun.free_run` of the evaluation model from one normalised sample."""
+        return free_run(self.eval_model, self.normalizer, self.manifest, self.lat_weights, start, steps)
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         return self._eval_step(batch, "test")

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from earthcast.errors import ConfigError
-from earthcast.kernels import gated_rms_norm, last_backend, ssd_scan
+from earthcast.kernels import gated_rms_norm, last_backend, select_backend, ssd_scan
 from earthcast.kernels.validate import check_triton_ssd_supported
 
 from .scan_orders import SCAN_ORDERS, scan_inverse_permutations, scan_permutations
@@ -41,6 +41,9 @@ class Mamba2Mixer2d(nn.Module):
     Pipeline: ``in_proj`` to [z, x, B, C, dt] -> depthwise ``conv_kernel`` x ``conv_kernel`` 2-D conv over
     x|B|C -> SiLU -> SSD scan along each direction of ``scan`` (folded into the batch) -> merge (sum or mean) ->
     ``+ D * x`` (once, not per direction) -> gated RMSNorm ``norm(y * silu(z))`` -> ``out_proj``.
+    On the Triton path the SSD kernel applies the skip and the gate in its epilogue instead (each of the K
+    directions adds ``D/K * x`` for ``merge="sum"``, ``D * x`` for ``"mean"``, and multiplies by ``silu(z)``,
+    which after the merge equals ``(y + D * x) * silu(z)``), and the RMSNorm runs without a gate.
 
     Args:
         width: model width D.
@@ -164,16 +167,33 @@ class Mamba2Mixer2d(nn.Module):
         groups = (b, length, self.ngroups, self.d_state)
         return z.reshape(heads), xs.reshape(heads), B.reshape(groups), C.reshape(groups), dt
 
+    def fuses_skip_and_gate(self, xs: torch.Tensor) -> bool:
+        """True when the SSD of ``xs`` runs on the Triton path, whose kernel fuses the D skip and z gate."""
+        return select_backend(xs, self.backend, op="ssd_scan") == "triton"
+
     def scan_directions(
-        self, xs: torch.Tensor, dt: torch.Tensor, B: torch.Tensor, C: torch.Tensor, grid: tuple[int, int]
+        self,
+        xs: torch.Tensor,
+        dt: torch.Tensor,
+        B: torch.Tensor,
+        C: torch.Tensor,
+        grid: tuple[int, int],
+        z: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Run the SSD along every direction of ``self.scan`` in one kernel call and merge.
 
-        xs: (B, L, h, p); dt: raw step (B, L, h); B, C: (B, L, g, n). Returns (B, L, h, p), without the D skip."""
+        xs: (B, L, h, p); dt: raw step (B, L, h); B, C: (B, L, g, n); z: gate (B, L, h, p) or None.
+        Returns (B, L, h, p): the merged scan without the D skip, or with ``z`` the fused
+        ``(merged scan + D * xs) * silu(z)``."""
         b, length = xs.shape[:2]
         perms = scan_permutations(self.scan, grid, xs.device)  # (K, L)
         k = perms.shape[0]
-        y = self.ssd(*(fold_directions(t, perms) for t in (xs, dt, B, C)))
+        folded = [fold_directions(t, perms) for t in (xs, dt, B, C)]
+        if z is None:
+            y = self.ssd(*folded)
+        else:  # each direction adds its share of D * x, so the merge adds D * x once; the gate is per token
+            skip = self.D / k if self.merge == "sum" else self.D
+            y = self.ssd(*folded, D=skip, z=fold_directions(z, perms))
         # Scatter every direction back to raster order: y_k[inv_k[t]] is token t's output along direction k.
         inverse = scan_inverse_permutations(self.scan, grid, xs.device)
         inverse = inverse + length * torch.arange(k, device=xs.device)[:, None]
@@ -188,25 +208,31 @@ class Mamba2Mixer2d(nn.Module):
         C: torch.Tensor,
         initial_states: torch.Tensor | None = None,
         return_final_states: bool = False,
+        *,
+        D: torch.Tensor | None = None,
+        z: torch.Tensor | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """One causal SSD scan with this layer's A, dt_bias and dt_limit (no D, no gate).
+        """One causal SSD scan with this layer's A, dt_bias and dt_limit; skip ``D`` and gate ``z`` if given.
 
-        xs: (B', L, h, p); dt: raw (B', L, h); B, C: (B', L, g, n); initial_states: (B', h, p, n).
-        Returns y (B', L, h, p) [and the final states (B', h, p, n)]."""
+        xs: (B', L, h, p); dt: raw (B', L, h); B, C: (B', L, g, n); initial_states: (B', h, p, n);
+        D: (h,); z: (B', L, h, p). Returns y (B', L, h, p) [and the final states (B', h, p, n)]."""
         out = ssd_scan(
-            xs, dt, self.A(), B, C, chunk_size=self.chunk_size, dt_bias=self.dt_bias, dt_softplus=True,
-            dt_limit=self.dt_limit, initial_states=initial_states, return_final_states=return_final_states,
-            backend=self.backend,
+            xs, dt, self.A(), B, C, chunk_size=self.chunk_size, D=D, z=z, dt_bias=self.dt_bias,
+            dt_softplus=True, dt_limit=self.dt_limit, initial_states=initial_states,
+            return_final_states=return_final_states, backend=self.backend,
         )  # fmt: skip
         self.last_backends["ssd_scan"] = last_backend("ssd_scan")
         return out
 
-    def finish(self, y: torch.Tensor, xs: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """D skip, gated RMSNorm and out-projection. y, xs, z: (B, L, h, p) -> (B, L, D)."""
-        y = y + self.D.to(y.dtype)[:, None] * xs
+    def finish(self, y: torch.Tensor, xs: torch.Tensor | None, z: torch.Tensor | None) -> torch.Tensor:
+        """D skip, gated RMSNorm and out-projection. y, xs, z: (B, L, h, p) -> (B, L, D).
+
+        ``xs = z = None``: y already holds ``(y + D * xs) * silu(z)`` (the fused path); only norm and project."""
+        if xs is not None:
+            y = y + self.D.to(y.dtype)[:, None] * xs
         shape = (*y.shape[:2], self.d_inner)
         y = gated_rms_norm(
-            y.reshape(shape), self.norm_weight, z.reshape(shape), eps=self.norm_eps,
+            y.reshape(shape), self.norm_weight, None if z is None else z.reshape(shape), eps=self.norm_eps,
             group_size=self.d_inner // self.ngroups, norm_before_gate=False, backend=self.backend,
         )  # fmt: skip
         self.last_backends["gated_rms_norm"] = last_backend("gated_rms_norm")
@@ -215,4 +241,6 @@ class Mamba2Mixer2d(nn.Module):
     def forward(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
         """x: (B, L, D) tokens in raster order of an (H, W) = ``grid`` layout. Returns (B, L, D)."""
         z, xs, B, C, dt = self.project(x, grid)
+        if self.fuses_skip_and_gate(xs):
+            return self.finish(self.scan_directions(xs, dt, B, C, grid, z), None, None)
         return self.finish(self.scan_directions(xs, dt, B, C, grid), xs, z)
