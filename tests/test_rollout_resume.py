@@ -68,7 +68,9 @@ def test_killed_run_resumes_bit_identical_and_other_checkpoints_are_refused(trai
 
     out = tmp_path / "resumed.zarr"
     cmd = [sys.executable, "-m", "earthcast.commands.rollout", *_args(ckpt, store, out)]
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    # the killed run computes in a new process: give it this process's torch threads, as the same machine and
+    # settings would, since float64 reductions in the aggregates round differently with another thread count
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS=str(torch.get_num_threads()))
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     # early in batch 0, so that the second batch's set-up and 8 steps leave a wide margin before the end
     _kill_after(proc, tmp_path / "resumed.rollout" / "restart.bin", batch=0, step=2)
