@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -64,13 +65,22 @@ def dask_client(address: str | None = None, workers: int = 0) -> Iterator[Any]:
         return
     import dask
 
-    # no dashboard, so no use for the workers' stack sampler (every 10 ms; it slowed chunk reads by ~30%)
-    with dask.config.set({"distributed.worker.profile.enabled": False}):
-        cluster = LocalCluster(
-            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
-        )
-    with cluster, Client(cluster) as client:
-        yield client
+    # Starting workers writes distributed's pre-spawn variables (OMP_NUM_THREADS=1, MKL_NUM_THREADS=1, …) into
+    # this process's environment and leaves them there: every process started later from here (a DataLoader
+    # worker, a rollout) would then run single-threaded, and FFTs and reductions would round differently
+    # from the same run started elsewhere. Restore the environment when the cluster is gone.
+    saved = dict(os.environ)
+    try:
+        # no dashboard, so no use for the workers' stack sampler (every 10 ms; it slowed chunk reads by ~30%)
+        with dask.config.set({"distributed.worker.profile.enabled": False}):
+            cluster = LocalCluster(
+                n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
+            )
+        with cluster, Client(cluster) as client:
+            yield client
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 def active_client() -> Any:

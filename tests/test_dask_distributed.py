@@ -11,6 +11,7 @@ each cluster run computed on the cluster, on both workers.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -37,8 +38,11 @@ LEADS = pd.to_timedelta(np.arange(0, 73, 6), "h")
 def cluster() -> Iterator[tuple[str, object]]:
     """One 2-process LocalCluster (1 thread each) for the module; yields (scheduler address, Client).
 
-    The Client is not the default one, so code outside ``dask_client`` keeps the threaded scheduler.
+    The Client is not the default one, so code outside ``dask_client`` keeps the threaded scheduler. Starting
+    the workers leaves distributed's pre-spawn variables (OMP_NUM_THREADS=1, …) in this process's environment;
+    they are restored afterwards, so that later tests' subprocesses run with the threads this process has.
     """
+    saved = dict(os.environ)
     with (
         distributed.LocalCluster(
             n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, memory_limit="1GiB"
@@ -46,6 +50,16 @@ def cluster() -> Iterator[tuple[str, object]]:
         distributed.Client(local, set_as_default=False) as client,
     ):
         yield local.scheduler_address, client
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+def test_a_local_cluster_leaves_the_environment_as_it_found_it() -> None:
+    """``dask_client(workers=…)`` restores the variables that starting workers writes into ``os.environ``."""
+    before = dict(os.environ)
+    with dask_client(workers=1):
+        pass
+    assert dict(os.environ) == before
 
 
 @pytest.fixture(scope="module")
