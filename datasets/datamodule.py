@@ -15,9 +15,9 @@ from earthcast.datasets.forcings import COORDINATE_STATICS, coordinate_statics
 from earthcast.datasets.reader import read_block, state_arrays
 from earthcast.datasets.statistics import NormStats, load_or_compute_statistics
 from earthcast.datasets.store import resolve_store
-from earthcast.datasets.streaming import EpochLoader, StoreSource, WindowStream, default_block_steps
+from earthcast.datasets.streaming import EpochLoader, StoreSource, WindowStream
 from earthcast.datasets.time_axis import time_axis
-from earthcast.datasets.windows import WindowSpec, stride, window_starts
+from earthcast.datasets.windows import WindowSpec, default_block_steps, stride, window_starts
 from earthcast.errors import DataError
 from earthcast.grids import grid_mismatch, wb2_grid
 

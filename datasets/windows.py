@@ -1,8 +1,10 @@
 """Training windows: N input steps plus K target leads, ``k`` store steps apart, at a model step that is a
-whole multiple of the store's spacing (:mod:`earthcast.datasets.time_axis`)."""
+whole multiple of the store's spacing (:mod:`earthcast.datasets.time_axis`), and the length of the time
+blocks the loader reads them from."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -85,3 +87,24 @@ def window_starts(times: np.ndarray, start: str, end: str, spec: WindowSpec, k: 
     hi = int(t.searchsorted(pd.Timestamp(end), side="right"))  # exclusive
     last = hi - 1 - (spec.length - 1) * k
     return np.arange(lo, last + 1, dtype=np.int64) if last >= lo else np.zeros(0, dtype=np.int64)
+
+
+def default_block_steps(
+    time_chunk: int, n_steps: int, span: int, bytes_per_step: int, budget_bytes: int = 256 * 2**20
+) -> int:
+    """A block length in store steps: a whole number of time chunks.
+
+    Aim for 16 or more chunks per block (the tail of a block re-reads at most one chunk for windows that
+    straddle into the next block, so 16 chunks keep the bytes read per epoch within ~1.06x the store size;
+    8 would allow 1.125x, over the 1.1x that ``benchmarks/data_throughput.py`` holds the loader to) and for
+    at least 8 blocks per split (parallel workers and a well-mixed shuffle), within ``budget_bytes`` of memory
+    per block.
+
+    Args:
+        time_chunk: the store's chunk length along time; n_steps: time steps in the split;
+        span: time steps one window covers; bytes_per_step: float32 bytes of all state channels per step.
+    """
+    total_chunks = math.ceil(n_steps / time_chunk)
+    fit = max(1, budget_bytes // max(1, time_chunk * bytes_per_step))
+    n_chunks = min(fit, max(16, math.ceil(total_chunks / 8)))
+    return int(max(n_chunks * time_chunk, math.ceil(2 * span / time_chunk) * time_chunk))
