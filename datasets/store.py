@@ -7,6 +7,7 @@ from typing import Any
 
 import xarray as xr
 
+from earthcast.datasets import chunk_guard
 from earthcast.datasets.normalize import normalize_dataset
 from earthcast.errors import ConfigError, DataError, StoreNotFoundError
 
@@ -65,6 +66,7 @@ def open_store(
             f"No Zarr store at {target!r}. Check the path, or run `earthcast data demo` to create the "
             "embedded demo store."
         )
+    chunk_guard.install()  # a truncated Blosc chunk raises instead of crashing the process
     try:
         ds = xr.open_zarr(
             target,

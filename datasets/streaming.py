@@ -20,6 +20,7 @@ import torch
 import xarray as xr
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from earthcast.datasets import chunk_guard
 from earthcast.datasets.boundary import manifest_forcings
 from earthcast.datasets.channels import ChannelManifest
 from earthcast.datasets.reader import (
@@ -56,6 +57,7 @@ class StoreSource:
         """The store as written, without Dask and without normalisation (cached per process), for
         :func:`~earthcast.datasets.reader.read_block_direct`."""
         if self._plain is None:
+            chunk_guard.install()
             self._plain = xr.open_dataset(
                 self.path,
                 engine="zarr",
