@@ -22,7 +22,7 @@ from earthcast.models.tritoncast import TritonCast, size_config
 from earthcast.models.zonal_filter import PolarMeanWindDamping, ZonalDamping, ZonalFilter, zonal_cutoffs
 from earthcast.scoring.weights import latitude_weights
 from earthcast.training import ForecastModule
-from earthcast.training.losses import tendency_loss_scale, weighted_mse
+from earthcast.training.losses import tendency_loss_scale, weighted_mse, zonal_amse
 
 GRID = wb2_grid("64x32_equiangular_conservative")
 LAT = np.asarray(GRID.latitude, dtype=np.float64)
@@ -331,3 +331,45 @@ def test_a_checkpoint_of_other_layers_gets_a_clear_error(datamodule: WB2DataModu
     torch.save(saved, ckpt)
     with pytest.raises(CheckpointError, match=r"do not fit the model.*upsample: transposed"):
         load_module(ckpt)
+
+
+def test_amse_against_hand_computed_waves() -> None:
+    """One row, one wave: AMSE = (|X| − |Y|)² + 2 max(|X|, |Y|)² (1 − cos θ) per Parseval-weighted coefficient;
+    with matched phases it equals the MSE, and for a wave of uncertain phase its minimum over the predicted
+    amplitude is the target's (MSE's is a shrunken wave)."""
+    lon = torch.arange(16, dtype=torch.float64) * (2 * math.pi / 16)
+    target = torch.cos(3 * lon)[None, None, None, :]  # (B, C, H, W): X_3 = 1/2 with norm="forward"
+    ones_h, ones_c = torch.ones(1, dtype=torch.float64), torch.ones(1, dtype=torch.float64)
+    for amp, shift in ((0.6, 0.0), (0.6, math.pi / 2), (1.4, 2.0)):
+        pred = amp * torch.cos(3 * lon - shift)[None, None, None, :]
+        # |X| = amp/2, |Y| = 1/2, cos θ = cos(shift), Parseval weight 2 at k = 3
+        expected = 2 * ((amp / 2 - 0.5) ** 2 + 2 * max(amp / 2, 0.5) ** 2 * (1 - math.cos(shift)))
+        got = zonal_amse(pred, target, ones_h, ones_c)
+        assert math.isclose(float(got), expected, rel_tol=1e-9, abs_tol=1e-12)
+        if shift == 0.0:
+            mse = weighted_mse(pred, target, ones_h, ones_c, torch.ones(1, 1, 16))
+            assert math.isclose(float(got), float(mse), rel_tol=1e-9)
+    # random phases: the expected loss over phases is lowest at amplitude 1 for AMSE, at 0 for MSE
+    phases = torch.linspace(0, 2 * math.pi, 64, dtype=torch.float64)[:-1]
+    targets = torch.cos(3 * lon[None] - phases[:, None])[:, None, None, :]  # (63, 1, 1, 16)
+    amps = torch.linspace(0.0, 2.0, 21, dtype=torch.float64)
+    mask = torch.ones(63, 1, 16)
+    amse = [
+        float(zonal_amse(a * torch.cos(3 * lon).expand_as(targets), targets, ones_h, ones_c)) for a in amps
+    ]
+    mse = [
+        float(weighted_mse(a * torch.cos(3 * lon).expand_as(targets), targets, ones_h, ones_c, mask))
+        for a in amps
+    ]
+    assert float(amps[int(np.argmin(amse))]) == 1.0 and float(amps[int(np.argmin(mse))]) == 0.0
+
+
+def test_amse_needs_full_latitude_circles(datamodule: WB2DataModule) -> None:
+    box = {**datamodule.manifest.to_dict(), "geometry": "regional"}
+    with pytest.raises(ConfigError, match=r"loss_function 'amse' .* 'regional'.*use loss_function 'mse'"):
+        ForecastModule(manifest=box, stats=datamodule.stats.to_dict(), loss_function="amse")
+    module = _module(datamodule, loss_function="amse")
+    batch = _batch(module, datamodule)
+    preds, _ = module.unroll(batch, 1)
+    expected = zonal_amse(preds, batch["targets"][:, :1], module.lat_weights, module.chan_weights)
+    torch.testing.assert_close(module.loss(preds, batch), expected)

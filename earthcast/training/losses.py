@@ -84,6 +84,45 @@ def weighted_mse(
     return (per_channel * cw).sum() / (cw.sum() * point.sum() * pred.shape[1]).clamp_min(1e-12)
 
 
+def zonal_amse(
+    pred: torch.Tensor, target: torch.Tensor, lat_weights: torch.Tensor, chan_weights: torch.Tensor
+) -> torch.Tensor:
+    """The adjusted MSE of Subich et al. (2025) on each row's zonal spectrum, normalised like
+    :func:`weighted_mse` (for full latitude circles without masked points).
+
+    Per row and zonal wavenumber k, with X, Y the Fourier coefficients of pred and target, MSE is
+    (|X| − |Y|)² + 2 |X| |Y| (1 − cos θ); AMSE replaces |X| |Y| by max(|X|, |Y|)². When the phase θ of a wave
+    cannot be predicted, MSE is lowest for a wave of shrunken amplitude (the blurring of deterministic
+    models); AMSE is lowest at the target's amplitude. With matched phases the two are equal. The
+    coefficients are weighted as in Parseval's sum, so the total over k equals the row's mean square.
+
+    Args:
+        pred, target: (B, K, C, H, W) (or (B, C, H, W), treated as K = 1); W the full circle.
+        lat_weights: (H,); chan_weights: (C,).
+
+    Returns:
+        Σ w_c w_h Σ_k p_k AMSE_k / (Σ_c w_c · B · Σ_h w_h · K), p_k the Parseval weights (1 at k = 0 and at
+        k = W/2 for even W, else 2).
+    """
+    if pred.dim() == 4:
+        pred, target = pred[:, None], target[:, None]
+    n = pred.shape[-1]
+    x, y = torch.fft.rfft(pred, dim=-1, norm="forward"), torch.fft.rfft(target, dim=-1, norm="forward")
+    ax, ay = x.abs(), y.abs()
+    cross = (x * y.conj()).real  # |X| |Y| cos θ
+    cos = cross / (ax * ay).clamp_min(1e-12)
+    amse = (ax - ay).square() + 2.0 * torch.maximum(ax, ay).square() * (1.0 - cos)
+    parseval = torch.full((amse.shape[-1],), 2.0, dtype=amse.dtype, device=amse.device)
+    parseval[0] = 1.0
+    if n % 2 == 0:
+        parseval[-1] = 1.0
+    per_row = (amse * parseval).sum(-1)  # (B, K, C, H)
+    lw, cw = lat_weights.to(per_row.dtype), chan_weights.to(per_row.dtype)
+    per_channel = (per_row * lw).sum(dim=(0, 1, 3))  # (C,)
+    denom = cw.sum() * pred.shape[0] * lw.sum() * pred.shape[1]
+    return (per_channel * cw).sum() / denom.clamp_min(1e-12)
+
+
 def squared_error_sums(
     pred: torch.Tensor, target: torch.Tensor, lat_weights: torch.Tensor, mask: torch.Tensor
 ) -> torch.Tensor:

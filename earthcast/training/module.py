@@ -40,11 +40,13 @@ from earthcast.training.losses import (
     squared_error_sums,
     tendency_loss_scale,
     weighted_mse,
+    zonal_amse,
 )
 from earthcast.training.normalizer import Normalizer
 from earthcast.training.schedules import normalize_schedule, rollout_steps, warmup_cosine
 
 __all__ = [
+    "LOSS_FUNCTIONS",
     "LOSS_SCALES",
     "ROLLOUT_GRADIENTS",
     "ForecastModule",
@@ -54,6 +56,8 @@ __all__ = [
 
 ROLLOUT_GRADIENTS: tuple[str, ...] = ("full", "last")
 LOSS_SCALES: tuple[str, ...] = ("tendency", "state")
+LOSS_FUNCTIONS: tuple[str, ...] = ("mse", "amse")
+PERIODIC_GEOMETRIES: tuple[str, ...] = ("global_poles", "global", "band", "periodic")  # longitude wraps
 
 
 def _manifest(value: Mapping | ChannelManifest | None) -> ChannelManifest:
@@ -106,6 +110,9 @@ class ForecastModule(L.LightningModule):
             unit variance in the loss (GraphCast's residual normalisation; without it, Z500's 6-hour
             tendency counts ~30× less than V250's); ``"state"`` weights every normalised channel equally.
         variable_weights: loss weight per channel name or variable (default 1), on top of ``loss_scale``.
+        loss_function: ``"mse"`` (area-weighted mean squared error) or ``"amse"``, the adjusted MSE on each
+            row's zonal spectrum (:func:`~earthcast.training.losses.zonal_amse`), which does not reward
+            blurring waves whose phase is uncertain; global grids without masked points only.
         input_noise: in training, Gaussian noise of this many tendency stds is added to the input states
             (not to fed-back predictions), so the model learns to correct small errors; 0 = off.
         checkpoint_steps: recompute each unroll step in the backward pass (per-step gradient checkpointing).
@@ -140,6 +147,7 @@ class ForecastModule(L.LightningModule):
         rollout_gradient: str = "full",
         loss_scale: str = "tendency",
         variable_weights: dict[str, float] | None = None,
+        loss_function: str = "mse",
         input_noise: float = 0.0,
         checkpoint_steps: bool = True,
         offload_activations: bool = False,
@@ -160,6 +168,15 @@ class ForecastModule(L.LightningModule):
             )
         if loss_scale not in LOSS_SCALES:
             raise ConfigError(f"loss_scale must be one of {LOSS_SCALES}, got {loss_scale!r}")
+        if loss_function not in LOSS_FUNCTIONS:
+            raise ConfigError(f"loss_function must be one of {LOSS_FUNCTIONS}, got {loss_function!r}")
+        geometry = self.manifest.grid_geometry.kind
+        if loss_function == "amse" and (self.manifest.masked or geometry not in PERIODIC_GEOMETRIES):
+            raise ConfigError(
+                "loss_function 'amse' compares zonal spectra, which needs full latitude circles without masked "
+                f"points; this grid is {geometry!r}"
+                f"{' with masked points' if self.manifest.masked else ''}: use loss_function 'mse'"
+            )
         if input_noise < 0:
             raise ConfigError(f"input_noise is a number of tendency stds >= 0, got {input_noise}")
         self.normalizer = Normalizer(self.stats, boundary=self.manifest.boundary_width > 0)
@@ -230,8 +247,11 @@ class ForecastModule(L.LightningModule):
         return torch.from_numpy(times).to(init.device)
 
     def loss(self, preds: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Area-weighted masked MSE of normalised predictions (B, K, ...) against the first K targets."""
+        """Area-weighted masked MSE (or AMSE, ``loss_function``) of normalised predictions (B, K, ...) against
+        the first K targets."""
         targets = batch["targets"][:, : preds.shape[1]]
+        if self.hparams.loss_function == "amse":
+            return zonal_amse(preds.float(), targets, self.lat_weights, self.chan_weights)
         return weighted_mse(preds.float(), targets, self.lat_weights, self.chan_weights, batch["mask"])
 
     def current_rollout(self, batch: dict[str, torch.Tensor]) -> int:
