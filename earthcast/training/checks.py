@@ -7,7 +7,12 @@ import torch
 
 from earthcast.datasets.channels import ChannelManifest
 from earthcast.datasets.statistics import NormStats
-from earthcast.errors import CheckpointError, EarthcastError
+from earthcast.errors import CheckpointError, ConfigError, EarthcastError
+
+ROLLOUT_GRADIENTS: tuple[str, ...] = ("full", "last")
+LOSS_SCALES: tuple[str, ...] = ("tendency", "state")
+LOSS_FUNCTIONS: tuple[str, ...] = ("mse", "amse")
+PERIODIC_GEOMETRIES: tuple[str, ...] = ("global_poles", "global", "band", "periodic")  # longitude wraps
 
 
 class IncompatibleCheckpointError(CheckpointError):
@@ -16,6 +21,29 @@ class IncompatibleCheckpointError(CheckpointError):
 
 class NonFiniteLossError(EarthcastError, RuntimeError):
     """The training loss became NaN or Inf; the message names the step, the batch and the channel."""
+
+
+def check_settings(
+    manifest: ChannelManifest, rollout_gradient: str, loss_scale: str, loss_function: str, input_noise: float
+) -> None:
+    """Raise :class:`~earthcast.errors.ConfigError` naming the first invalid training setting of
+    :class:`~earthcast.training.ForecastModule` (a zonal-spectrum loss needs longitudes that wrap and no mask)."""
+    for name, value, choices in (
+        ("rollout_gradient", rollout_gradient, ROLLOUT_GRADIENTS),
+        ("loss_scale", loss_scale, LOSS_SCALES),
+        ("loss_function", loss_function, LOSS_FUNCTIONS),
+    ):
+        if value not in choices:
+            raise ConfigError(f"{name} must be one of {choices}, got {value!r}")
+    geometry = manifest.grid_geometry.kind
+    if loss_function == "amse" and (manifest.masked or geometry not in PERIODIC_GEOMETRIES):
+        raise ConfigError(
+            "loss_function 'amse' compares zonal spectra, which needs full latitude circles without masked "
+            f"points; this grid is {geometry!r}{' with masked points' if manifest.masked else ''}: use "
+            "loss_function 'mse'"
+        )
+    if input_noise < 0:
+        raise ConfigError(f"input_noise is a number of tendency stds >= 0, got {input_noise}")
 
 
 def stats_differences(

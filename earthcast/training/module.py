@@ -26,8 +26,12 @@ from earthcast.errors import ConfigError
 from earthcast.models.backbone import param_groups
 from earthcast.models.registry import build_model
 from earthcast.training.checks import (
+    LOSS_FUNCTIONS,
+    LOSS_SCALES,
+    ROLLOUT_GRADIENTS,
     IncompatibleCheckpointError,
     NonFiniteLossError,
+    check_settings,
     compatibility_problems,
     describe_non_finite,
 )
@@ -53,11 +57,6 @@ __all__ = [
     "IncompatibleCheckpointError",
     "NonFiniteLossError",
 ]
-
-ROLLOUT_GRADIENTS: tuple[str, ...] = ("full", "last")
-LOSS_SCALES: tuple[str, ...] = ("tendency", "state")
-LOSS_FUNCTIONS: tuple[str, ...] = ("mse", "amse")
-PERIODIC_GEOMETRIES: tuple[str, ...] = ("global_poles", "global", "band", "periodic")  # longitude wraps
 
 
 def _manifest(value: Mapping | ChannelManifest | None) -> ChannelManifest:
@@ -162,23 +161,7 @@ class ForecastModule(L.LightningModule):
         model_settings = dict(model_settings or {})
         self.save_hyperparameters()
         self.schedule = normalize_schedule(rollout_schedule)
-        if rollout_gradient not in ROLLOUT_GRADIENTS:
-            raise ConfigError(
-                f"rollout_gradient must be one of {ROLLOUT_GRADIENTS}, got {rollout_gradient!r}"
-            )
-        if loss_scale not in LOSS_SCALES:
-            raise ConfigError(f"loss_scale must be one of {LOSS_SCALES}, got {loss_scale!r}")
-        if loss_function not in LOSS_FUNCTIONS:
-            raise ConfigError(f"loss_function must be one of {LOSS_FUNCTIONS}, got {loss_function!r}")
-        geometry = self.manifest.grid_geometry.kind
-        if loss_function == "amse" and (self.manifest.masked or geometry not in PERIODIC_GEOMETRIES):
-            raise ConfigError(
-                "loss_function 'amse' compares zonal spectra, which needs full latitude circles without masked "
-                f"points; this grid is {geometry!r}"
-                f"{' with masked points' if self.manifest.masked else ''}: use loss_function 'mse'"
-            )
-        if input_noise < 0:
-            raise ConfigError(f"input_noise is a number of tendency stds >= 0, got {input_noise}")
+        check_settings(self.manifest, rollout_gradient, loss_scale, loss_function, input_noise)
         self.normalizer = Normalizer(self.stats, boundary=self.manifest.boundary_width > 0)
         one_step = build_model(model, self.manifest, self.stats, n_input=n_input, size=size, **model_settings)
         self.forecaster = Forecaster(one_step, checkpoint_steps=checkpoint_steps, offload=offload_activations)
