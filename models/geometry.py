@@ -273,7 +273,7 @@ class Upsample(nn.Module):
       smooth prolongation puts no energy at the coarse grid's Nyquist wavenumber.
     - ``"transposed"``: an f×f transposed conv with stride f, which stamps one learned f×f pattern per
       coarse cell: a checkerboard at the coarse grid's Nyquist (zonal wavenumber 16 on 64 longitudes for the
-      second level), which a free run amplifies (docs/results.md, "What made the year-long run stable").
+      second level), which a free run amplifies (docs/results.md, "Towards a stable year-long run").
     """
 
     def __init__(
