@@ -3,7 +3,7 @@
 numcodecs' Blosc decoder trusts the compressed size written in the chunk's 16-byte header and reads that
 many bytes, whatever the length of the buffer it was given. A chunk cut short (an interrupted download or
 copy) is therefore read past its end: usually Blosc returns an error, but when the buffer ends at a page
-boundary the process dies with a segmentation fault (``tests/test_datasets_bad_input.py`` reproduces both).
+boundary the process dies with a segmentation fault (``tests/test_chunk_guard.py`` reproduces the crash).
 Zstd, zlib, LZ4, gzip, bz2 and LZMA stop at the end of their buffer and need no guard.
 
 :func:`install` replaces the Blosc decoder that Zarr uses, for Zarr v2 arrays (numcodecs' ``"blosc"``
